@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from obliviate.audit import audit
+from obliviate.auditing import audit
 from obliviate.data.encode import encode_records
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import ObliviateError

@@ -90,7 +90,7 @@ def test_bad_input_is_one_line_naming_the_place(tmp_path, name, content, expecte
 
 
 def test_missing_file_and_kind_check(tmp_path):
-    with pytest.raises(DataError, match="nope.jsonl: file not found"):
+    with pytest.raises(DataError, match=r"nope\.jsonl: file not found"):
         load_records(tmp_path / "nope.jsonl")
     path = _write(tmp_path, "qa.jsonl", '{"question": "Q", "answer": "A"}\n')
     with pytest.raises(DataError, match="expected prefix/target text records, got a QARecord"):

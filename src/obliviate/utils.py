@@ -40,5 +40,6 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         datefmt="[%X]", handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
                         force=True)
-    for noisy in ("transformers", "sentence_transformers", "datasets", "urllib3", "filelock", "httpx"):
+    for noisy in ("transformers", "sentence_transformers", "datasets", "urllib3", "filelock", "httpx", "accelerate",
+                  "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -8,7 +8,17 @@ from obliviate.cli.app import app
 from obliviate.errors import ObliviateError
 
 # Importing a module registers its command(s) on ``app``.
+from obliviate.cli import demo_cmd  # noqa: F401  isort:skip
 from obliviate.cli import models_cmd  # noqa: F401  isort:skip
+from obliviate.cli import unlearn_cmd  # noqa: F401  isort:skip
+from obliviate.cli import accelerate_cmd  # noqa: F401  isort:skip
+from obliviate.cli import audit_cmd  # noqa: F401  isort:skip
+from obliviate.cli import world_cmd  # noqa: F401  isort:skip
+from obliviate.cli import merge_cmd  # noqa: F401  isort:skip
+from obliviate.cli import ulmr_cmd  # noqa: F401  isort:skip
+from obliviate.cli import eval_cmd  # noqa: F401  isort:skip
+from obliviate.cli import compare_cmd  # noqa: F401  isort:skip
+from obliviate.cli import report_cmd  # noqa: F401  isort:skip
 
 
 def main() -> None:

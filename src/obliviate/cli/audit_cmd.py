@@ -39,7 +39,7 @@ def audit_command(
     """Audit how much MODEL has memorized DATA: MA, EL_n, extraction, BLEU, BERTScore, ROUGE, ..."""
     from rich.console import Console
 
-    from obliviate.audit import audit, json_safe, parse_metrics
+    from obliviate.auditing import audit, json_safe, parse_metrics
     from obliviate.data.io import atomic_write_text, write_json
     from obliviate.data.sources import load_data
     from obliviate.errors import ObliviateError

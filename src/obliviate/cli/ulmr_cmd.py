@@ -68,7 +68,7 @@ def prepare_command(
     from obliviate.errors import ObliviateError
     from obliviate.methods.ulmr import ULMRConfig
     from obliviate.ulmr.restructure import CACHE_FILE, prepare_restructured
-    from obliviate.unlearn import build_config
+    from obliviate.unlearning import build_config
 
     cfg = build_config("ulmr", config, _overrides(generator, gen_model, base_url, api_key_env, refusals, rewrites,
                                                   seed, max_new_tokens, overrides))

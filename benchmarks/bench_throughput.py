@@ -1,0 +1,395 @@
+"""Training throughput of every method through the real engine vs a bare PyTorch loop, and peak
+memory of LoRA's adapter-disabled reference vs a frozen copy (issue 7).
+
+    .venv/bin/python benchmarks/bench_throughput.py                         # micro world model, CPU or GPU
+    .venv/bin/python benchmarks/bench_throughput.py --model smollm2-135m --batch-size 4 --samples 8
+    .venv/bin/python benchmarks/bench_throughput.py --lora --mixed-precision bf16   # the same, LoRA + autocast
+
+**Throughput.** For each method, the same model, batches and optimizer run two ways:
+
+* *engine*: ``Engine.train_epoch`` -- everything a real run does per step (batch collation,
+  retain/alternate pairing, the method's loss and logs, the reference, accumulation logic,
+  optimizer step), minus the per-epoch evaluation, which is not a training step;
+* *bare*: a plain loop over the same pre-collated batches doing only the passes the method
+  needs: one forward+backward over every batch part the method receives (forget, retain,
+  analogous, alternates) with a cross-entropy, plus one no-grad reference forward and a KL when
+  the method compares against the original model (ICU: on the analogous batch; KL/LLMU: on the
+  retain batch). Cached reference log-probs (NPO, IdkDPO) cost no forward in either.
+
+"cost" = engine seconds / bare seconds per epoch (goal: ICU <= 1.5x, i.e. no hidden overhead).
+The engine's forward calls per step are counted (hooks on the transformer) and printed next to
+what the method needs, so an extra pass would show. Timings are the best of ``--repeats``
+interleaved epochs (the machine may be shared; the minimum is the least disturbed).
+
+**Memory.** ICU four ways, each in a fresh process: full fine-tuning with the frozen reference
+copy / without a reference (beta=0), LoRA with the adapter-disabled reference / without one.
+Reported: the bytes of weights the engine holds (trained model + reference, distinct storages),
+the training state (+ gradients + optimizer state), and the peak: ``torch.cuda.max_memory_allocated``
+on a GPU, on CPU the growth of the process's peak RSS after imports. LoRA with its reference must
+hold no more weights than LoRA without one (no second copy).
+
+The device is whatever accelerate picks (CUDA when present), so the same command runs there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+
+os.environ.setdefault("OBLIVIATE_QUIET", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
+import torch.nn.functional as F
+
+from obliviate.engine import Engine, UnlearnData
+from obliviate.engine import checkpoint as ckpt
+from obliviate.engine.data import EpochSampler, RetainDraw, build_method_batch
+from obliviate.engine.distributed import deal_batches
+from obliviate.methods import METHODS, get_method
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' deprecation notices inside peft
+PARTS = ("forget", "retain", "analogous", "alternate")
+
+
+class StepOnlyEngine(Engine):
+    """The real engine without the evaluation of the original model at setup (MA/EL/refinement
+    are not training steps; on a 135M model on CPU they would take longer than the benchmark)."""
+
+    def _start(self) -> None:
+        n = self.n_forget
+        self.state = ckpt.EngineState(active=[True] * n, forgotten_at=[None] * n)
+
+
+# --------------------------------------------------------------------------- setup
+
+def build_run(model_spec: str, method: str, batch_size: int, samples: int, extra: list[str], dtype: str):
+    """(model, tokenizer, method spec, method config, train config, data) as ``obliviate.unlearn``
+    would build them, with the method's paper defaults and our batch settings."""
+    from obliviate.data.encode import PromptTemplate, encode_records
+    from obliviate.data.sources import load_data
+    from obliviate.engine import mismatch_alternates, refusal_alternates
+    from obliviate.methods.dpo import load_refusals
+    from obliviate.models import load_model
+    from obliviate.unlearning import build_config
+
+    overrides = [f"train.batch_size={batch_size}", "train.gradient_accumulation_steps=1", "train.scheduler=constant",
+                 "refinement.enabled=false", "eval.retain=false", *extra]
+    if method == "ulmr":
+        overrides.append("method_args.restructured=true")  # its SFT step (the pipeline's training)
+    cfg = build_config(method, None, overrides)
+    model, tok = load_model(model_spec, dtype=dtype)
+    forget_records = load_data("world:micro:forget")[:samples]
+    retain_records = load_data("world:micro:retain")
+    template = PromptTemplate(mode="auto")
+    req = cfg.method_args.requirements()
+    data = UnlearnData(forget=encode_records(forget_records, tok, template),
+                       retain=encode_records(retain_records, tok, template))
+    if req.analogous:
+        data.analogous = encode_records(retain_records[:len(forget_records)], tok, template)
+    if req.alternates == "refusals":
+        data.alternates = refusal_alternates(forget_records, data.forget, load_refusals(None), tok, template,
+                                             cfg.train.seed)
+    elif req.alternates == "retain_completions":
+        data.alternates = mismatch_alternates(data.forget, data.retain, req.alternates_per_sample, cfg.train.seed)
+    if not req.retain:
+        data.retain = None
+    return model, tok, get_method(method), cfg, data
+
+
+def options(mixed_precision: str, gradient_checkpointing: bool) -> list[str]:
+    out = [f"train.gradient_checkpointing={str(gradient_checkpointing).lower()}"]
+    if mixed_precision != "no":  # (the default; a bare `no` would read as YAML's false)
+        out.append(f"train.mixed_precision={mixed_precision}")
+    return out
+
+
+def make_engine(model, tok, spec, cfg, data) -> StepOnlyEngine:
+    engine = StepOnlyEngine(model, tok, spec, cfg.method_args, data, train=cfg.train, stop=cfg.stop,
+                            refinement=cfg.refinement, evaluation=cfg.eval)
+    engine.setup()
+    return engine
+
+
+def epoch_batches(engine: Engine, epoch: int) -> list:
+    """The engine's micro-batches of ``epoch`` (one process), collated once, outside any timing."""
+    train, data = engine.train_cfg, engine.data
+    sampler = EpochSampler(engine.n_forget, train.seed)
+    sampler.set_epoch(epoch)
+    rounds = deal_batches(list(sampler), engine.micro, 1, 0)
+    retain = RetainDraw(len(data.retain), train.seed, epoch, 0) if engine.req.retain and data.retain else None
+    alternates = None
+    if data.alternates is not None and engine.req.alternates:
+        alternates = data.alternates(epoch if engine.req.resample_alternates else 0)
+    return [build_method_batch(idx, data, engine.pad_id, engine.region, retain, alternates, engine.acc.device)
+            for idx in rounds]
+
+
+def reference_part(engine: Engine) -> str | None:
+    """Which batch the method runs the original model on (None: it needs no reference forward)."""
+    if not engine.req.reference_model:
+        return None
+    return "analogous" if engine.req.analogous else "retain"
+
+
+# --------------------------------------------------------------------------- the bare loop
+
+def bare_setup(original, engine: Engine, lora: bool):
+    """A fresh copy of the model (LoRA-wrapped like the engine's), its reference and optimizer."""
+    from obliviate.engine.lora import apply_lora
+
+    device, train = engine.acc.device, engine.train_cfg
+    torch.manual_seed(train.seed)
+    model = copy.deepcopy(original)
+    if lora:
+        model = apply_lora(model, train.lora)
+    if train.gradient_checkpointing:
+        base = model.get_base_model() if lora else model
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()  # transformers only checkpoints in training mode (these models have no dropout at 0)
+    model.to(device)
+    ref = None
+    if reference_part(engine) and not lora:
+        ref = copy.deepcopy(original).to(device).eval().requires_grad_(False)
+    opt_cls = torch.optim.Adam if train.optimizer == "adam" else torch.optim.AdamW
+    optimizer = opt_cls([p for p in model.parameters() if p.requires_grad], lr=train.lr, betas=tuple(train.betas),
+                        eps=train.eps, weight_decay=train.weight_decay)
+    return model, ref, optimizer
+
+
+def _logits(model, batch) -> torch.Tensor:
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                 use_cache=False).logits
+
+
+def bare_epoch(model, ref, optimizer, batches, ref_part: str | None, lora: bool, autocast) -> None:
+    for mb in batches:
+        with autocast():
+            loss, logits_of = 0.0, {}
+            for part in PARTS:
+                batch = getattr(mb, part)
+                if batch is None:
+                    continue
+                logits = logits_of[part] = _logits(model, batch)
+                loss = loss + F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch.labels[:, 1:].flatten(),
+                                              ignore_index=-100)
+            if ref_part is not None:
+                batch = getattr(mb, ref_part)
+                with torch.no_grad(), model.disable_adapter() if lora else nullcontext():
+                    ref_logits = _logits(model if lora else ref, batch)
+                loss = loss + F.kl_div(F.log_softmax(logits_of[ref_part].float(), -1),
+                                       F.log_softmax(ref_logits.float(), -1), log_target=True, reduction="batchmean")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+# --------------------------------------------------------------------------- measuring
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+class ForwardCounter:
+    """Forward calls of the transformer with and without gradients (training passes vs reference
+    forwards). Registered on the model before the engine copies it, so a frozen reference copy
+    carries the hook too."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.grad = self.no_grad = 0
+        self.on = False
+        model.base_model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_):
+        if self.on:
+            if torch.is_grad_enabled():
+                self.grad += 1
+            else:
+                self.no_grad += 1
+
+
+def throughput(args, method: str) -> dict:
+    extra = ["train.lora.enabled=true"] if args.lora else []
+    extra += options(args.mixed_precision, args.gradient_checkpointing)
+    model, tok, spec, cfg, data = build_run(args.model, method, args.batch_size, args.samples, extra, args.dtype)
+    original = copy.deepcopy(model)
+    counter = ForwardCounter(model)
+    engine = make_engine(model, tok, spec, cfg, data)
+    device = engine.acc.device
+    bare_model, ref, optimizer = bare_setup(original, engine, args.lora)
+    ref_part = reference_part(engine)
+    autocast = engine.acc.autocast
+
+    steps = len(epoch_batches(engine, 1))
+    tokens = sum(len(e.ids) for e in data.forget)  # forget tokens per epoch (both loops see the same)
+    counter.on = True
+    engine.train_epoch(1)  # warm-up (and counting)
+    counter.on = False
+    bare_epoch(bare_model, ref, optimizer, epoch_batches(engine, 1), ref_part, args.lora, autocast)  # warm-up
+    engine_s, bare_s = [], []
+    for epoch in range(2, 2 + args.repeats):
+        batches = epoch_batches(engine, epoch)
+        bare_s.append(timed(lambda b=batches: bare_epoch(bare_model, ref, optimizer, b, ref_part, args.lora,
+                                                         autocast), device))
+        engine_s.append(timed(lambda e=epoch: engine.train_epoch(e), device))
+    mb = epoch_batches(engine, 1)[0]
+    passes = [p for p in PARTS if getattr(mb, p) is not None]
+    return {"method": method, "steps": steps, "tokens": tokens, "device": str(device),
+            "passes": "+".join(passes) + (f" | ref:{ref_part}" if ref_part else ""),
+            "needed_per_step": (len(passes), 1 if ref_part else 0),
+            "engine_per_step": (counter.grad / steps, counter.no_grad / steps),
+            "bare_s": min(bare_s), "engine_s": min(engine_s)}
+
+
+def held_bytes(engine: Engine) -> tuple[int, int]:
+    """(weights, weights + gradients + optimizer state) the engine holds, distinct storages only."""
+    storages: dict[int, int] = {}
+
+    def add(t) -> None:
+        if isinstance(t, torch.Tensor):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+
+    for module in (engine.prepared, getattr(engine.ref, "model", None)):
+        if module is not None:
+            for t in [*module.parameters(), *module.buffers()]:
+                add(t)
+    weights = sum(storages.values())
+    for p in engine.prepared.parameters():
+        add(p.grad)
+    for state in engine.optimizer.optimizer.state.values():
+        for t in state.values():
+            add(t)
+    return weights, sum(storages.values())
+
+
+def memory_child(spec: dict) -> dict:
+    """One configuration, measured in this (fresh) process."""
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    extra = [f"train.lora.enabled={str(spec['lora']).lower()}", f"method_args.beta={spec['beta']}",
+             *options(spec["mixed_precision"], spec["gradient_checkpointing"])]
+    model, tok, method, cfg, data = build_run(spec["model"], "icu", spec["batch_size"], spec["samples"], extra,
+                                              spec["dtype"])
+    engine = make_engine(model, tok, method, cfg, data)
+    cuda = engine.acc.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    engine.train_epoch(1)
+    # Gradients are freed at each step's end (zero_grad(set_to_none)); one more backward puts
+    # them back so the training state counts them, as at the peak of a step.
+    weights, _ = held_bytes(engine)
+    mb = epoch_batches(engine, 2)[0]
+    engine.method.loss(engine.prepared, mb, engine.method_cfg, engine.ref).loss.backward()
+    _, state = held_bytes(engine)
+    out = {"weights": weights, "state": state}
+    if cuda:
+        out["peak"] = torch.cuda.max_memory_allocated()
+    else:
+        out["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_start
+    return out
+
+
+def memory(args) -> list[dict]:
+    rows = []
+    for label, lora, beta in (("full fine-tune, frozen reference copy", False, 1.0),
+                              ("full fine-tune, no reference (beta=0)", False, 0.0),
+                              ("LoRA, adapter-disabled reference", True, 1.0),
+                              ("LoRA, no reference (beta=0)", True, 0.0)):
+        spec = {"model": args.model, "batch_size": args.batch_size, "samples": args.samples, "dtype": args.dtype,
+                "lora": lora, "beta": beta, "mixed_precision": args.mixed_precision,
+                "gradient_checkpointing": args.gradient_checkpointing}
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(spec)], capture_output=True,
+                              text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"memory child failed ({label}):\n{proc.stderr[-2000:]}")
+        rows.append({"label": label, **json.loads(proc.stdout.strip().splitlines()[-1])})
+    return rows
+
+
+# --------------------------------------------------------------------------- output
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:9.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="world-micro-target", help="model spec (default: the micro world model)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: all)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=40, help="forget samples per epoch (world:micro:forget, max 40)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop (best one counts)")
+    parser.add_argument("--dtype", default="float32", help="model weights dtype")
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters (both loops)")
+    parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"))
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory comparison")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        print(json.dumps(memory_child(json.loads(args.memory_child))))
+        return
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'CPU'}, " \
+                                                                   f"{torch.get_num_threads()} threads"
+    print(f"model {args.model}, {args.dtype}, batch {args.batch_size}, {args.samples} forget samples/epoch, "
+          f"lora={args.lora}, mixed_precision={args.mixed_precision}, "
+          f"gradient_checkpointing={args.gradient_checkpointing}; device {device} ({where}); "
+          f"torch {torch.__version__}")
+    print("\nthroughput: engine step vs bare forward/backward loop (same model, batches, optimizer)")
+    print(f"{'method':<9} {'passes per step (fwd+bwd | ref fwd)':<38} {'fwd/step need':>13} {'engine':>7} "
+          f"{'bare tok/s':>11} {'engine tok/s':>12} {'cost':>6}")
+    results = []
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        r = throughput(args, method)
+        results.append(r)
+        need, got = r["needed_per_step"], r["engine_per_step"]
+        print(f"{r['method']:<9} {r['passes']:<38} {need[0]:>6}+{need[1]:<6} {got[0]:>3g}+{got[1]:<3g} "
+              f"{r['tokens'] / r['bare_s']:>11.0f} {r['tokens'] / r['engine_s']:>12.0f} "
+              f"{r['engine_s'] / r['bare_s']:>5.2f}x", flush=True)
+    icu = next((r for r in results if r["method"] == "icu"), None)
+    if icu is not None:
+        ratio = icu["engine_s"] / icu["bare_s"]
+        print(f"ICU step cost vs its own forward/backward passes: {ratio:.2f}x (goal <= 1.5x: "
+              f"{'met' if ratio <= 1.5 else 'NOT met'})")
+    if args.no_memory:
+        return
+    print("\npeak memory, ICU (each in a fresh process; MiB)")
+    peak_name = "peak CUDA alloc" if device == "cuda" else "peak RSS growth"
+    print(f"{'configuration':<40} {'weights held':>12} {'+grads+optim':>12} {peak_name:>16}")
+    rows = memory(args)
+    for row in rows:
+        print(f"{row['label']:<40} {mib(row['weights']):>12} {mib(row['state']):>12} {mib(row['peak']):>16}")
+    full_ref, full_none, lora_ref, lora_none = rows
+    print(f"LoRA reference / no reference: weights {lora_ref['weights'] / lora_none['weights']:.3f}x, "
+          f"peak {lora_ref['peak'] / lora_none['peak']:.3f}x  (no second copy: weights ratio 1.000)")
+    print(f"frozen copy / no reference:    weights {full_ref['weights'] / full_none['weights']:.3f}x, "
+          f"peak {full_ref['peak'] / full_none['peak']:.3f}x  (the copy: weights ratio ~2)")
+    print(f"LoRA / full fine-tune (both with reference): weights {lora_ref['weights'] / full_ref['weights']:.3f}x, "
+          f"training state {lora_ref['state'] / full_ref['state']:.3f}x, peak {lora_ref['peak'] / full_ref['peak']:.3f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""What every benchmark protocol returns, and the ``eval.json`` folder it is saved as.
+
+A benchmark is a function ``run(model, tokenizer, options) -> EvalResult`` plus a typed options
+dataclass (``BenchmarkSpec``). ``EvalResult.metrics`` is a flat ``{key: value}`` mapping with
+keys such as ``forget/el_10`` or ``forget_quality`` (their directions are declared in
+``obliviate.benchmarks.columns``); everything needed to read the numbers (settings, data
+sources, backbones, orientations) goes in ``details``.
+
+An evaluation folder (``obliviate eval --out DIR``) holds::
+
+    eval.json          format, benchmark, model, label, reference flag, metrics, directions, details
+    per_sample.jsonl   one row per evaluated item: split, id, prompt, reference, generation, values
+    <extra files>      e.g. tofu_log.json (per-item TOFU losses: what --retain-results reads)
+
+``obliviate compare`` and the HTML report read these folders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from obliviate.errors import DataError, ObliviateError
+
+EVAL_FILE = "eval.json"
+PER_SAMPLE_FILE = "per_sample.jsonl"
+FORMAT = "obliviate-eval/1"
+
+
+@dataclass
+class EvalResult:
+    benchmark: str
+    metrics: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # per-sample rows (per_sample.jsonl)
+    files: dict[str, Any] = field(default_factory=dict)  # extra JSON files to write: name -> object
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None
+    directions: dict[str, bool | None] = field(default_factory=dict)  # for keys the registry does not know
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A registered benchmark: ``run(model, tokenizer, options)`` and its options dataclass;
+    ``offline`` says what it needs to run without the hub."""
+
+    name: str
+    options: type
+    run: Callable[..., EvalResult]
+    summary: str
+    offline: str = "yes"
+
+
+def directions_of(metrics: Mapping[str, float]) -> dict[str, bool | None]:
+    from obliviate.benchmarks.columns import column_direction
+
+    return {key: column_direction(key) for key in metrics}
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None, tuples -> lists, numpy scalars -> floats, so the files stay standard JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return json_safe(value.item())
+    return value
+
+
+def write_eval(out: str | Path, result: EvalResult, *, model: str, label: str, reference: bool = False,
+               overwrite: bool = False, directions: Mapping[str, bool | None] | None = None) -> Path:
+    """Write an evaluation folder; an existing ``eval.json`` is replaced only with ``overwrite``."""
+    from obliviate.data.io import atomic_write_text, write_json
+
+    out = Path(out)
+    if (out / EVAL_FILE).exists() and not overwrite:
+        raise ObliviateError(f"{out}: already holds an evaluation ({EVAL_FILE}); pass --overwrite to replace it "
+                             "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    dirs = dict(directions_of(result.metrics))
+    dirs.update({k: v for k, v in result.directions.items() if dirs.get(k) is None})
+    dirs.update(directions or {})
+    for name, obj in result.files.items():
+        write_json(out / name, json_safe(obj))
+    atomic_write_text(out / PER_SAMPLE_FILE,
+                      "".join(json.dumps(json_safe(r), ensure_ascii=False) + "\n" for r in result.rows))
+    doc = {"format": FORMAT, "benchmark": result.benchmark, "model": model, "label": label,
+           "reference": bool(reference), "metrics": json_safe(result.metrics), "directions": dirs,
+           "details": json_safe(result.details), "settings": json_safe(result.settings),
+           "seconds": None if result.seconds is None else round(result.seconds, 1),
+           "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(out / EVAL_FILE, doc)  # written last: its presence means the evaluation finished
+    return out / EVAL_FILE
+
+
+def read_eval(path: str | Path) -> dict[str, Any]:
+    """An ``eval.json`` (or the folder holding one), checked for the fields compare needs."""
+    from obliviate.data.io import read_json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / EVAL_FILE
+    doc = read_json(path)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("metrics"), dict):
+        raise DataError(path, f"not an obliviate evaluation (expected format {FORMAT!r} with a 'metrics' object)")
+    return doc
+
+
+def read_per_sample(folder: str | Path) -> list[dict[str, Any]]:
+    path = Path(folder) / PER_SAMPLE_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,45 @@
+"""``obliviate unlearn``: run an unlearning method on a model and a forget set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from obliviate.cli.app import app
+
+METHOD_NAMES = "icu, kumpr (ga), graddiff, kl, npo, simnpo, idkdpo (dpo), llmu"
+
+
+@app.command("unlearn")
+def unlearn_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (config, model, metrics, checkpoints)")],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        metavar="[KEY=VALUE]...", help="config overrides, e.g. train.lr=1e-5 stop.max_epochs=5 method_args.alpha=0.3")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL: built-in name, folder, .gguf or hub id")] = None,
+    forget: Annotated[str | None, typer.Option("--forget", "-f", help="forget set: a file or a built-in name (demo:forget, ...)")] = None,
+    retain: Annotated[str | None, typer.Option("--retain", "-r", help="retain set (graddiff, kl, npo, simnpo, idkdpo, llmu need one)")] = None,
+    analogous: Annotated[str | None, typer.Option(help="ICU: one analogous record per forget record, in the same order")] = None,
+    pool: Annotated[str | None, typer.Option(help="ICU: choose analogous samples from this set by nearest neighbour")] = None,
+    method: Annotated[str | None, typer.Option(help=f"unlearning method: {METHOD_NAMES} (default icu)")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config, or a shipped one by method name (icu, kumpr, ...)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing run in --out")] = False,
+) -> None:
+    """Make MODEL forget the --forget set with one unlearning method; writes a run folder."""
+    from obliviate.unlearning import unlearn
+
+    result = unlearn(model, forget, method=method, retain=retain, analogous=analogous, pool=pool, out=out,
+                     config=config, overrides=list(overrides or []), resume=resume, overwrite=overwrite)
+    from obliviate.engine.distributed import is_main_process
+
+    if not is_main_process():  # under `accelerate launch`, one report is enough
+        return
+    s = result.summary
+    print(f"{s['method']}: stopped after {s['epochs']} epoch(s), {s['optimizer_steps']} optimizer step(s) "
+          f"({s['stop_reason']})")
+    for key, before in s["before"].items():
+        after = s["after"].get(key)
+        print(f"  {key:<20} {before:10.4f} -> {after:10.4f}" if after is not None else f"  {key:<20} {before:10.4f}")
+    print(f"model and metrics in {result.run_dir}")

@@ -1,0 +1,119 @@
+"""The engine's typed options (YAML sections ``train``, ``stop``, ``eval``; ``refinement`` lives
+in ``obliviate.refinement``). Method defaults from the papers are merged on top of these, then
+the user's YAML, then ``key=value`` overrides (see ``obliviate.unlearn``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from obliviate.errors import ObliviateError
+
+LORA_SAVE_MODES = ("merged", "adapter")
+
+
+@dataclass
+class LoraOptions:
+    """``train.lora``: train low-rank adapters (peft) instead of the full weights.
+
+    The original model is then the same weights with the adapter switched off, so methods
+    with a KL term need no second copy of the model (``obliviate.engine.lora``).
+    """
+
+    enabled: bool = False
+    r: int = 16  # adapter rank
+    alpha: float = 32.0  # scaling = alpha / r
+    dropout: float = 0.0  # dropout on the adapter's input (active while training when > 0)
+    # "all-linear": every linear layer but the output head (the QLoRA recipe); "auto": peft's
+    # per-architecture default (e.g. q_proj,v_proj for Llama); or comma-separated module names.
+    target_modules: str = "all-linear"
+    save: str = "merged"  # "merged": an ordinary HF folder in model/ | "adapter": the peft adapter folder
+
+    def check(self) -> None:
+        if self.save not in LORA_SAVE_MODES:
+            raise ObliviateError(f"train.lora.save must be 'merged' or 'adapter', got {self.save!r}")
+        if self.r < 1 or self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
+            raise ObliviateError("train.lora needs r >= 1, alpha > 0 and 0 <= dropout < 1")
+        if not self.target_modules.strip():
+            raise ObliviateError("train.lora.target_modules is empty; use all-linear, auto or module names")
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adamw"  # "adam" | "adamw"
+    lr: float = 1e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    scheduler: str = "constant"  # "constant" | "linear" (decay to 0 over max_epochs)
+    warmup_epochs: float = 0.0  # linear warm-up, in epochs (TOFU: 1)
+    batch_size: int = 8  # forget samples per forward pass and process; 0 = the whole forget set in one step
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = None  # clip gradients to this norm (None: no clipping, as the references)
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate autocast)
+    reference_dtype: str = "float32"  # dtype of the frozen reference copy ("bfloat16" halves its memory)
+    seed: int = 42
+    max_length: int | None = None  # truncate completions so that rows have at most this many tokens
+    dropout: bool = False  # keep dropout on while unlearning (the references load models with dropout 0)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    # Write samples.jsonl to the run folder: which forget/retain/analogous ids each process
+    # trained on in each micro-batch (an audit trail; also how the multi-process test checks sharding).
+    record_samples: bool = False
+
+    def check(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise ObliviateError(f"train.optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.scheduler not in ("constant", "linear"):
+            raise ObliviateError(f"train.scheduler must be 'constant' or 'linear', got {self.scheduler!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ObliviateError(f"train.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.batch_size < 0 or self.gradient_accumulation_steps < 1:
+            raise ObliviateError("train.batch_size must be >= 0 and train.gradient_accumulation_steps >= 1")
+        if len(self.betas) != 2:
+            raise ObliviateError(f"train.betas must have two values, got {list(self.betas)}")
+        if self.lr <= 0:
+            raise ObliviateError(f"train.lr must be positive, got {self.lr}")
+        self.lora.check()
+
+
+@dataclass
+class StopConfig:
+    """When to stop. Checked after every epoch, from ``min_epochs`` on (the references always
+    train at least one epoch). Thresholds are strict (<) on means over the forget set."""
+
+    el_threshold: float | None = 0.0499  # mean EL_n below this ... (ICU V-D, KUMPR 125M)
+    ma_threshold: float | None = 0.5994  # ... and mean MA below this (ICU V-D; KUMPR 125M: 0.2994)
+    require: str = "all"  # "all": every set threshold must hold (KUMPR, ICU) | "any": one suffices
+    average_over: str = "all"  # means over "all" forget samples (references) or only the "active" ones
+    calibrate_on: str | None = None  # data spec of held-out text: thresholds = the original model's means on it
+    max_epochs: int = 20
+    min_epochs: int = 1
+    when_all_forgotten: bool = True  # stop when refinement has no active sample left
+
+    def check(self) -> None:
+        if self.require not in ("all", "any"):
+            raise ObliviateError(f"stop.require must be 'all' or 'any', got {self.require!r}")
+        if self.average_over not in ("all", "active"):
+            raise ObliviateError(f"stop.average_over must be 'all' or 'active', got {self.average_over!r}")
+        if self.max_epochs < 1 or self.min_epochs < 1:
+            raise ObliviateError("stop.max_epochs and stop.min_epochs must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """What is measured before training and after every epoch."""
+
+    el_n: int = 10
+    ma_region: str = "completion"  # "completion" | "all" (ICU/KUMPR code: the whole row)
+    el_region: str = "completion"  # "completion" (ICU's EL) | "all" (KUMPR's)
+    retain: bool = True  # retain perplexity every epoch (when a retain set is given)
+    max_retain_samples: int = 256  # evaluate on the first N retain samples (speed)
+    batch_size: int = 32
+    el_batch_size: int = 64
+
+    def check(self) -> None:
+        for name in ("ma_region", "el_region"):
+            if getattr(self, name) not in ("completion", "all"):
+                raise ObliviateError(f"eval.{name} must be 'completion' or 'all', got {getattr(self, name)!r}")
+        if self.el_n < 1:
+            raise ObliviateError("eval.el_n must be >= 1")

@@ -1,0 +1,663 @@
+"""The one training loop every unlearning method shares.
+
+    engine = Engine(model, tokenizer, method_spec, method_cfg, data, train=..., stop=..., refinement=..., evaluation=...)
+    result = engine.run(resume=False)
+
+One run:
+
+1. ``setup``: accelerate (mixed precision, gradient accumulation, devices), the optimizer, the
+   seeded forget sampler, the reference (frozen copy and/or cached log-probs); either a fresh
+   start -- thresholds (given or calibrated), metrics of the original model ("before"), and
+   under the reference refinement rule a first refinement check -- or the latest checkpoint.
+2. Each epoch: forget micro-batches of the *active* samples (refinement may have dropped some;
+   a batch left empty is skipped, no optimizer step), paired with retain / analogous / alternate
+   batches as the method requires; then evaluation (mean MA and EL_n of the forget set, retain
+   perplexity, callbacks), refinement, the stopping rule, and a checkpoint.
+3. The result: the unwrapped model and the engine state (history, per-sample metrics before
+   and after, when each sample was forgotten, why it stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from obliviate.data.encode import Encoded
+from obliviate.engine import checkpoint as ckpt
+from obliviate.engine import distributed as dist
+from obliviate.engine import lora
+from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
+from obliviate.engine.data import EpochSampler, RetainDraw, UnlearnData, build_method_batch
+from obliviate.engine.reference import (
+    AdapterReference,
+    FrozenReference,
+    frozen_copy,
+    prepare_frozen,
+    sequence_logprobs,
+)
+from obliviate.engine.stopping import mean_over, stop_reason
+from obliviate.errors import ObliviateError
+from obliviate.methods.base import MethodConfig, MethodSpec
+from obliviate.refinement import Refinement, RefinementConfig, RefinementScores, is_forgotten, next_active
+from obliviate.utils import progress, seed_everything
+
+SAMPLES_FILE = "samples.jsonl"
+
+log = logging.getLogger(__name__)
+
+
+class Callback:
+    """Hooks into a run; override what you need.
+
+    ``on_evaluate`` runs after each epoch's evaluation (epoch 0 = before training) and may
+    return extra metrics for the epoch's row; ``on_checkpoint`` runs after each checkpoint is
+    complete (the unlearn layer rewrites ``metrics.jsonl`` there; tests simulate kills there).
+    """
+
+    def on_evaluate(self, engine: Engine, epoch: int, model: torch.nn.Module) -> dict[str, float] | None:
+        return None
+
+    def on_checkpoint(self, engine: Engine, epoch: int) -> None:
+        return None
+
+
+@dataclass
+class EngineResult:
+    model: torch.nn.Module
+    state: ckpt.EngineState
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.state.stop_reason
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.state.history
+
+
+@dataclass
+class ExportedModel:
+    """The final model as ``Engine.export_model`` saved it."""
+
+    model: torch.nn.Module | None  # usable in Python (None on non-main processes of a sharded run)
+    sha256: str | None  # ``distributed.weights_sha256`` of what was saved (main process)
+    format: str  # "hf" (ordinary folder) | "peft_adapter"
+    per_process_sha256: list[str] = field(default_factory=list)  # replicated runs: every process's copy
+
+
+@contextmanager
+def plain_forward(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model with its own forward, for evaluation under mixed precision.
+
+    accelerate wraps ``forward`` in autocast (keeping the original as ``_original_forward``);
+    metrics measure the model as it will be saved and used, in its own dtype (and their KV
+    caches would otherwise mix dtypes). Training gets the wrapper back afterwards.
+    """
+    original = model.__dict__.get("_original_forward")
+    if original is None:
+        yield model
+        return
+    wrapped = model.__dict__["forward"]
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped
+
+
+def make_accelerator(train: TrainConfig):
+    """An ``Accelerator`` for this run.
+
+    accelerate keeps process-wide singletons and refuses a second Accelerator with another
+    mixed precision; in a plain single process (tests, notebooks, ``obliviate demo``) a new run
+    must be free to choose, so we reset them there. Under ``accelerate launch`` nothing is reset.
+    ``train.mixed_precision`` decides autocast (the launch config's ``mixed_precision`` does not).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs
+
+    extra = dist.accelerator_kwargs()
+    if dist.partial_state().num_processes == 1:
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+    try:
+        acc = Accelerator(mixed_precision=train.mixed_precision,
+                          gradient_accumulation_steps=train.gradient_accumulation_steps,
+                          step_scheduler_with_optimizer=False, cpu=extra.get("cpu", False),
+                          kwargs_handlers=[InitProcessGroupKwargs(backend=extra["backend"])] if "backend" in extra else None)
+    except ValueError as e:  # e.g. fp16 without a GPU
+        raise ObliviateError(f"train.mixed_precision={train.mixed_precision}: {str(e).splitlines()[0]}") from None
+    if acc.distributed_type == DistributedType.FSDP and not acc.is_fsdp2:
+        raise ObliviateError("obliviate runs FSDP version 2 only (fsdp_version: 2 in the accelerate config; "
+                             "see `obliviate accelerate-config fsdp`)")
+    return acc
+
+
+def checkpointed_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers transformers checkpoints when gradient checkpointing is on."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+
+
+class Engine:
+    def __init__(self, model: torch.nn.Module, tokenizer, method: MethodSpec, method_cfg: MethodConfig,
+                 data: UnlearnData, *, train: TrainConfig | None = None, stop: StopConfig | None = None,
+                 refinement: RefinementConfig | None = None, evaluation: EvalConfig | None = None,
+                 run_dir: str | Path | None = None, callbacks: Sequence[Callback] = (), keep_checkpoints: int = 1):
+        self.model, self.tokenizer, self.method, self.method_cfg, self.data = model, tokenizer, method, method_cfg, data
+        self.train_cfg, self.stop_cfg = train or TrainConfig(), stop or StopConfig()
+        self.refine_cfg, self.eval_cfg = refinement or RefinementConfig(), evaluation or EvalConfig()
+        for cfg in (self.train_cfg, self.stop_cfg, self.refine_cfg, self.eval_cfg):
+            cfg.check()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks, self.keep_checkpoints = list(callbacks), keep_checkpoints
+        self.req = method_cfg.requirements()
+        self.region = method_cfg.loss_region
+        if self.region not in ("completion", "all"):
+            raise ObliviateError(f"method_args.loss_region must be 'completion' or 'all', got {self.region!r}")
+        self._check_data()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.refiner = Refinement(self.refine_cfg, tokenizer) if self.refine_cfg.enabled else None
+        self.state = ckpt.EngineState()
+        self._ready = False
+
+    def _check_data(self) -> None:
+        name, data = self.method.name, self.data
+        if not data.forget:
+            raise ObliviateError("the forget set is empty")
+        if self.req.retain and not data.retain:
+            raise ObliviateError(f"method {name!r} needs a retain set (--retain)")
+        if self.req.analogous and (data.analogous is None or len(data.analogous) != len(data.forget)):
+            raise ObliviateError(f"method {name!r} needs one analogous sample per forget sample (--analogous or --pool)")
+        if self.req.alternates and data.alternates is None:
+            raise ObliviateError(f"method {name!r} needs alternate completions ({self.req.alternates})")
+        if self.stop_cfg.calibrate_on and not data.heldout:
+            raise ObliviateError("stop.calibrate_on is set but no held-out records were loaded")
+
+    # ------------------------------------------------------------------ setup
+
+    @property
+    def n_forget(self) -> int:
+        return len(self.data.forget)
+
+    def setup(self, resume: bool = False) -> None:
+        """Prepare everything; continue from the latest checkpoint when ``resume`` finds one."""
+        train = self.train_cfg
+        self.acc = acc = make_accelerator(train)
+        self.sharded = dist.is_sharded(acc)
+        seed_everything(train.seed)
+        self.use_lora = train.lora.enabled
+        if self.use_lora:
+            self.model = lora.apply_lora(self.model, train.lora)
+        if train.gradient_checkpointing:
+            base = self.model.get_base_model() if self.use_lora else self.model
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # The frozen copy is taken before prepare() wraps or moves the model. A LoRA run needs
+        # none: its reference is the same module with the adapter switched off.
+        ref_model = None
+        if self.req.reference_model and not self.use_lora:
+            ref_model = frozen_copy(self.model, train.reference_dtype)
+        self._train_mode(self.model)
+        optimizer_cls = torch.optim.Adam if train.optimizer == "adam" else torch.optim.AdamW
+        optimizer = optimizer_cls([p for p in self.model.parameters() if p.requires_grad], lr=train.lr,
+                                  betas=tuple(train.betas), eps=train.eps, weight_decay=train.weight_decay)
+        self.micro = train.batch_size or math.ceil(self.n_forget / (train.gradient_accumulation_steps
+                                                                     * acc.num_processes))
+        self.rounds_per_epoch = len(dist.deal_batches(range(self.n_forget), self.micro, acc.num_processes, 0))
+        self._configure_deepspeed()
+        self.prepared, self.optimizer = acc.prepare(self.model, optimizer)
+        if ref_model is not None:
+            ref_model = prepare_frozen(acc, ref_model)
+        self.scheduler = None
+        if train.scheduler == "linear":  # linear warm-up then decay to 0 at max_epochs (HF's schedule, as TOFU)
+            from transformers import get_linear_schedule_with_warmup
+
+            per_epoch = math.ceil(self.rounds_per_epoch / train.gradient_accumulation_steps)
+            total = per_epoch * self.stop_cfg.max_epochs
+            self.scheduler = acc.prepare(get_linear_schedule_with_warmup(
+                self.optimizer.optimizer, round(per_epoch * train.warmup_epochs), total))
+        if self.use_lora:  # checkpoints hold the adapters only: the base weights never change
+            acc.register_save_state_pre_hook(_adapter_weights_only)
+        latest = ckpt.latest_checkpoint(self.run_dir) if resume and self.run_dir is not None else None
+        if latest is not None:
+            log.info("resuming from %s", latest)
+            acc.load_state(str(latest), **({"strict": False} if self.use_lora else {}))
+            self.state = ckpt.read_state(latest)
+            cache = torch.load(latest / ckpt.CACHE_FILE) if (latest / ckpt.CACHE_FILE).is_file() else {}
+            self.ref = self._reference(ref_model, cache)
+            self._truncate_samples_log(self.state.epoch)
+        else:
+            self.ref = self._reference(ref_model, self._reference_cache())
+            self._start()
+        self._ready = True
+
+    def _reference(self, ref_model: torch.nn.Module | None, cache: dict[str, torch.Tensor]):
+        if self.use_lora and self.req.reference_model:
+            return AdapterReference(self.acc.unwrap_model(self.prepared), cache, self.acc.autocast)
+        return FrozenReference(ref_model, cache, self.acc.autocast)
+
+    def _train_mode(self, model: torch.nn.Module) -> None:
+        """Dropout off (eval mode, as the references load their models) unless ``train.dropout``;
+        adapter dropout on when ``train.lora.dropout`` > 0; checkpointed layers flagged as training,
+        because transformers only checkpoints a layer whose ``training`` is set (their submodules stay
+        in eval mode, so this turns on no dropout). Evaluation's ``model.eval()`` undoes the flags,
+        so generation keeps its KV cache."""
+        model.train(self.train_cfg.dropout)
+        if self.use_lora:
+            lora.set_adapter_dropout(model, self.train_cfg.lora.dropout > 0)
+        for layer in checkpointed_layers(model):
+            layer.training = True
+
+    def _configure_deepspeed(self) -> None:
+        """Our config decides batch size, accumulation and clipping, not DeepSpeed's "auto" defaults
+        (accelerate would otherwise clip at 1.0 and needs a dataloader to size the micro-batch)."""
+        from accelerate.utils import DistributedType
+
+        if self.acc.distributed_type != DistributedType.DEEPSPEED:
+            return
+        train, plugin = self.train_cfg, self.acc.state.deepspeed_plugin
+        ds = plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = self.micro
+        ds["gradient_accumulation_steps"] = train.gradient_accumulation_steps
+        ds["train_batch_size"] = self.micro * train.gradient_accumulation_steps * self.acc.num_processes
+        ds["gradient_clipping"] = float(train.max_grad_norm or 0.0)
+        if plugin.zero_stage == 3:  # export_model gathers the full weights
+            ds.setdefault("zero_optimization", {})["stage3_gather_16bit_weights_on_model_save"] = True
+
+    def _reference_cache(self) -> dict[str, torch.Tensor]:
+        """Per-sequence log-probs of the fixed data the method compares against, computed with the
+        model before its first update (it *is* the original model then; with LoRA the adapters start
+        as a no-op). Processes share the work."""
+        cache: dict[str, torch.Tensor] = {}
+        for part in self.req.cached_logprobs:
+            if part == "forget":
+                examples = self.data.forget
+            elif part == "alternate" and self.data.alternates is not None:
+                if self.req.resample_alternates:
+                    raise ObliviateError("cached reference log-probs need fixed alternates")
+                examples = [a for alts in self.data.alternates(0) for a in alts]
+            else:
+                raise ObliviateError(f"cannot cache reference log-probs of {part!r}")
+            model = self.acc.unwrap_model(self.prepared)
+
+            def logprobs(chunk: list[Encoded], model=model) -> list[float]:
+                return sequence_logprobs(model, chunk, self.pad_id, self.region, self.eval_cfg.batch_size,
+                                         self.acc.device, self.acc.autocast).tolist()
+
+            cache[part] = torch.tensor(self._shared(logprobs, examples), dtype=torch.float32)
+        self._train_mode(self.acc.unwrap_model(self.prepared))
+        return cache
+
+    def _start(self) -> None:
+        """Thresholds, the original model's metrics (epoch 0) and, under the reference rule, the
+        first refinement check."""
+        n = self.n_forget
+        self.state = state = ckpt.EngineState(active=[True] * n, forgotten_at=[None] * n)
+        state.thresholds, state.thresholds_source = self._thresholds()
+        model = self.acc.unwrap_model(self.prepared)
+        with plain_forward(model), dist.evaluation_context(self.acc, model):
+            per_sample, means, refined = self._evaluate(model)
+        state.before = per_sample
+        row: dict[str, Any] = {"epoch": 0}
+        if refined is not None and self.refine_cfg.checks_before_training:
+            self._apply_refinement(0, refined, row)
+        row.update(means)
+        dist.check_agreement(self.acc, [state.active, row], "the metrics before unlearning")
+        row.update(self._run_callbacks(0, model))
+        state.last = per_sample
+        state.history.append(row)
+        log.info("before unlearning: %s", _fmt(row))
+
+    def _thresholds(self) -> tuple[dict[str, float | None], str]:
+        stop, ev = self.stop_cfg, self.eval_cfg
+        el_name = f"el_{ev.el_n}"
+        if not stop.calibrate_on:
+            return {"ma": stop.ma_threshold, el_name: stop.el_threshold}, "configured"
+        from obliviate.metrics import extraction_likelihood, memorization_accuracy
+
+        model, heldout = self.acc.unwrap_model(self.prepared), self.data.heldout or []
+        with plain_forward(model):
+            ma = memorization_accuracy(model, heldout, region=ev.ma_region, batch_size=ev.batch_size).value
+            el = extraction_likelihood(model, heldout, n=ev.el_n, region=ev.el_region,
+                                       batch_size=ev.el_batch_size).value
+        source = f"calibrated: the original model's means on {stop.calibrate_on} ({len(heldout)} records)"
+        log.info("thresholds %s: MA <= %.4f, %s <= %.4f", source, ma, el_name, el)
+        # "No more memorized than never-seen text": mean <= held-out mean. The rule compares with a
+        # strict <, so store the next float up (a held-out EL of exactly 0 is common and would
+        # otherwise be a threshold no model can pass).
+        ma, el = math.nextafter(ma, math.inf), math.nextafter(el, math.inf)
+        return {"ma": ma if stop.ma_threshold is not None else None,
+                el_name: el if stop.el_threshold is not None else None}, source
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, resume: bool = False) -> EngineResult:
+        if not self._ready:
+            self.setup(resume)
+        state = self.state
+        while state.stop_reason is None:
+            epoch = state.epoch + 1
+            started = time.perf_counter()
+            logs = self.train_epoch(epoch)
+            self.end_epoch(epoch, logs, started)
+            self.save_checkpoint()
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, epoch)
+        # Training is over: drop accelerate's autocast wrapper so the model is plainly itself.
+        return EngineResult(self.acc.unwrap_model(self.prepared, keep_fp32_wrapper=False), state)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the forget set (active samples only). Returns the epoch's training logs.
+
+        Each process trains on its own micro-batches (``distributed.deal_batches``); all processes
+        run the same rounds in lockstep. Gradients of ``gradient_accumulation_steps`` rounds are
+        accumulated, then one optimizer step -- unless no process had an active sample in any of
+        them (a batch of forgotten samples never moves the weights).
+        """
+        acc, model, state, train = self.acc, self.prepared, self.state, self.train_cfg
+        from accelerate.utils import DistributedType
+
+        deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+        world, rank = acc.num_processes, acc.process_index
+        sampler = EpochSampler(self.n_forget, train.seed)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        rounds = dist.deal_batches(order, self.micro, world, rank)
+        accum = train.gradient_accumulation_steps
+        retain = self.data.retain if self.req.retain else None
+        retain_draw = RetainDraw(len(retain), train.seed, epoch, rank) if retain else None
+        spare_draw = RetainDraw(len(retain), train.seed, epoch, rank + 7919) if retain else None
+        alternates = None
+        if self.data.alternates is not None and self.req.alternates:
+            alternates = self.data.alternates(epoch if self.req.resample_alternates else 0)
+        self._train_mode(acc.unwrap_model(model))
+        sums: dict[str, float] = defaultdict(float)
+        micro_batches = skipped = steps = 0
+        window_has_data = False
+        record: list[dict[str, Any]] = []
+        acc.sync_gradients = True  # accelerate's optimizer wrapper only zeroes/steps when this is set
+        self.optimizer.zero_grad(set_to_none=True)
+        for k, idx in enumerate(progress(rounds, desc=f"epoch {epoch}", total=len(rounds))):
+            chosen = [i for i in idx if state.active[i]]
+            boundary = (k + 1) % accum == 0 or k + 1 == len(rounds)
+            acc.sync_gradients = boundary
+            if idx and not chosen:
+                # Every sample of this batch is forgotten: no forward, no backward -- and no
+                # optimizer step (the ICU reference takes a momentum-only Adam step on a NaN loss here).
+                skipped += 1
+            with_data = dist.count_ranks(acc, bool(chosen))
+            window_has_data = window_has_data or with_data > 0
+            # DeepSpeed steps inside backward at a boundary; if this round is empty everywhere but
+            # earlier rounds of the window had data, a zero-weight pass lets it take that step.
+            flush = deepspeed and boundary and window_has_data and with_data == 0
+            if with_data or flush:
+                with nullcontext() if boundary else acc.no_sync(model):
+                    # A process without data runs a placeholder batch with weight 0, so that every
+                    # process makes the same collective calls (DDP, ZeRO-3 and FSDP need that).
+                    rows = chosen or [idx[0] if idx else order[0]]
+                    batch = build_method_batch(rows, self.data, self.pad_id, self.region,
+                                               retain_draw if chosen else spare_draw, alternates, acc.device)
+                    out = self.method.loss(model, batch, self.method_cfg, self.ref)
+                    if not torch.isfinite(out.loss):
+                        raise ObliviateError(f"epoch {epoch}: the {self.method.name} loss became {out.loss.item()}; "
+                                             "lower train.lr or use mixed_precision=no")
+                    # Processes' gradients are averaged; scale so that a round where only some
+                    # processes had data weighs as much as a full one.
+                    acc.backward(out.loss * (world / with_data if chosen else 0.0))
+                if chosen:
+                    micro_batches += 1
+                    sums["loss"] += out.loss.item()
+                    for key, value in out.logs.items():
+                        sums[key] += value
+                    if train.record_samples:
+                        record.append(_sample_row(epoch, k, rank, chosen, retain_draw, self.data))
+            if boundary:
+                if window_has_data:
+                    if not deepspeed:  # DeepSpeed clipped and stepped inside backward
+                        if train.max_grad_norm:
+                            acc.clip_grad_norm_(model.parameters(), train.max_grad_norm)
+                        self.optimizer.step()
+                    if self.scheduler is not None:
+                        self.scheduler.step()
+                    steps += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                window_has_data = False
+        state.steps += steps
+        logs = self._reduce_logs(sums, micro_batches)
+        logs.update(steps=steps, skipped_batches=int(sum(dist.gather_objects(acc, skipped))),
+                    lr=self.optimizer.param_groups[0]["lr"])
+        if train.record_samples:
+            self._write_samples([row for part in dist.gather_objects(acc, record) for row in part])
+        return logs
+
+    def _reduce_logs(self, sums: dict[str, float], micro_batches: int) -> dict[str, float]:
+        """Means over every process's micro-batches (each process logged only its own)."""
+        parts = dist.gather_objects(self.acc, (dict(sums), micro_batches))
+        total = sum(n for _, n in parts)
+        keys = sorted({key for part, _ in parts for key in part})
+        return {key: sum(part.get(key, 0.0) for part, _ in parts) / max(total, 1) for key in keys}
+
+    def _write_samples(self, rows: list[dict[str, Any]]) -> None:
+        if self.run_dir is None or not self.acc.is_main_process:
+            return
+        rows.sort(key=lambda r: (r["round"], r["rank"]))
+        with open(self.run_dir / SAMPLES_FILE, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+
+    def _truncate_samples_log(self, epoch: int) -> None:
+        """After a resume, forget what the killed epoch had recorded (it is trained again)."""
+        path = self.run_dir / SAMPLES_FILE if self.run_dir is not None else None
+        if path is None or not path.is_file() or not self.acc.is_main_process:
+            return
+        from obliviate.data.io import atomic_write_text
+
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] <= epoch]
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+    def end_epoch(self, epoch: int, train_logs: dict[str, float], started: float) -> dict[str, Any]:
+        """Evaluate, refine, decide whether to stop; appends the epoch's row to the history."""
+        state = self.state
+        model = self.acc.unwrap_model(self.prepared)
+        with plain_forward(model), dist.evaluation_context(self.acc, model):
+            per_sample, means, refined = self._evaluate(model)
+        row: dict[str, Any] = {"epoch": epoch, **train_logs}
+        if refined is not None:
+            self._apply_refinement(epoch, refined, row)
+        row.update(means)
+        dist.check_agreement(self.acc, [state.active, row], f"the results of epoch {epoch}")
+        row.update(self._run_callbacks(epoch, model))
+        n_active = sum(state.active)
+        el_name = f"el_{self.eval_cfg.el_n}"
+        if self.stop_cfg.average_over == "active":
+            stop_means = {"ma": mean_over(per_sample["ma"], state.active),
+                          el_name: mean_over(per_sample[el_name], state.active)}
+        else:
+            stop_means = {"ma": means["ma"], el_name: means[el_name]}
+        state.stop_reason = stop_reason(epoch, stop_means, state.thresholds, n_active, self.stop_cfg,
+                                        self.refiner is not None)
+        row.update(active=n_active, time_s=round(time.perf_counter() - started, 2))
+        if state.stop_reason:
+            row["stop_reason"] = state.stop_reason
+        state.epoch, state.last = epoch, per_sample
+        state.history.append(row)
+        log.info("epoch %d: %s", epoch, _fmt(row))
+        return row
+
+    def _apply_refinement(self, epoch: int, refined, row: dict[str, Any]) -> None:
+        state = self.state
+        new_active = next_active(state.active, refined.forgotten, self.refine_cfg.rule)
+        gone = [i for i in range(self.n_forget) if state.active[i] and not new_active[i]]
+        back = [i for i in range(self.n_forget) if not state.active[i] and new_active[i]]
+        for i in gone:
+            state.forgotten_at[i] = epoch
+        for i in back:
+            state.forgotten_at[i] = None
+        if gone or back:
+            ids = [e.id for e in self.data.forget]
+            state.events.append({"epoch": epoch, "forgotten": [ids[i] for i in gone],
+                                 "back": [ids[i] for i in back]})
+        state.active = new_active
+        row.update(newly_forgotten=len(gone), came_back=len(back))
+
+    def _run_callbacks(self, epoch: int, model: torch.nn.Module) -> dict[str, float]:
+        """Callbacks run on every process. Under ZeRO-3/FSDP a callback that runs the model must run
+        it on every process alike (each forward gathers the shards collectively)."""
+        extra: dict[str, float] = {}
+        with plain_forward(model), dist.evaluation_context(self.acc, model):
+            for cb in self.callbacks:
+                extra.update(cb.on_evaluate(self, epoch, model) or {})
+        return extra
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, float], Any]:
+        """Per-sample MA and EL_n of the forget set, retain perplexity and refinement scores
+        (processes share the work and gather the results). Returns (per_sample, means, refinement)."""
+        from obliviate.metrics import extraction_likelihood, memorization_accuracy
+        from obliviate.metrics.likelihood import token_logprobs
+
+        ev = self.eval_cfg
+        el_name = f"el_{ev.el_n}"
+        forget = self.data.forget
+
+        def forget_metrics(examples: list[Encoded]) -> list[tuple[float, float]]:
+            ma = memorization_accuracy(model, examples, region=ev.ma_region, batch_size=ev.batch_size)
+            el = extraction_likelihood(model, examples, n=ev.el_n, region=ev.el_region, batch_size=ev.el_batch_size)
+            return list(zip(ma.per_sample, el.per_sample))
+
+        pairs = self._shared(forget_metrics, forget)
+        per_sample: dict[str, Any] = {"id": [e.id for e in forget], "ma": [p[0] for p in pairs],
+                                      el_name: [p[1] for p in pairs]}
+        means = {"ma": mean_over(per_sample["ma"], None), el_name: mean_over(per_sample[el_name], None)}
+        if ev.retain and self.data.retain:
+            def retain_nll(examples: list[Encoded]) -> list[tuple[float, int]]:
+                lps = token_logprobs(model, examples, region="completion", batch_size=ev.batch_size,
+                                     show_progress=False)
+                return [(t.nll_sum, len(t.logprobs)) for t in lps]
+
+            nll = self._shared(retain_nll, self.data.retain[: ev.max_retain_samples])
+            mean_nll = sum(v for v, _ in nll) / max(sum(c for _, c in nll), 1)  # token-weighted
+            means.update(retain_nll=mean_nll, retain_ppl=math.exp(min(mean_nll, 50.0)))
+        refined = None
+        if self.refiner is not None:
+            def refine(examples: list[Encoded]) -> list[tuple[float, float, str]]:
+                s = self.refiner.score(model, examples)
+                return list(zip(s.f1, s.bleu, s.texts))
+
+            triples = self._shared(refine, forget)
+            refined = RefinementScores([t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples])
+            refined.forgotten = [is_forgotten(f, b, self.refine_cfg) for f, b in zip(refined.f1, refined.bleu)]
+            per_sample.update(refine_bertscore_f1=refined.f1, refine_bleu=refined.bleu, generation=refined.texts)
+            means.update(refine_bertscore_f1=mean_over(refined.f1, None), refine_bleu=mean_over(refined.bleu, None))
+        return per_sample, means, refined
+
+    def _shared(self, fn: Callable[[list], list], items: Sequence) -> list:
+        """``fn`` over ``items`` by all processes together, in order (``distributed.gather_in_order``)."""
+        return dist.gather_in_order(self.acc, fn, items, self.sharded)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoints/epoch-NNNN`` for the last finished epoch (complete or not at all)."""
+        if self.run_dir is None:
+            return
+        acc, state = self.acc, self.state
+        final = ckpt.checkpoint_path(self.run_dir, state.epoch)
+        partial = final.with_name(final.name + ".partial")
+        acc.wait_for_everyone()
+        acc.save_state(str(partial))  # collective; every process writes its own RNG state (and shards)
+        acc.wait_for_everyone()  # ... all of which must be in the folder before it is renamed
+        if acc.is_main_process:
+            torch.save(self.ref.cache, partial / ckpt.CACHE_FILE)
+            ckpt.write_state(partial, state)
+            ckpt.finish(partial, final, self.run_dir, self.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    # ------------------------------------------------------------------ the final model
+
+    def export_model(self, out: str | Path | None, tokenizer) -> ExportedModel:
+        """Save the final model to ``out`` (main process only; None: save nothing) and return it
+        with the SHA-256 of exactly what was saved. Every process must call this (gathering
+        sharded weights is collective).
+
+        Replicated weights (one process, DDP, ZeRO-1/2): every process holds the model; each
+        hashes its own copy (``per_process_sha256``, identical unless the processes diverged).
+        Sharded weights (ZeRO-3, FSDP): the full state dict is gathered on the main process and
+        loaded into a plain CPU copy of the model there. LoRA: adapters merged into the weights
+        (``train.lora.save=merged``) or saved as a peft adapter folder (``adapter``).
+        """
+        from obliviate.models import save_model
+
+        acc, opts = self.acc, self.train_cfg.lora
+        adapter = self.use_lora and opts.save == "adapter"
+        fmt = "peft_adapter" if adapter else "hf"
+        unwrapped = acc.unwrap_model(self.prepared, keep_fp32_wrapper=False)
+        main = acc.is_main_process
+        if self.sharded:
+            state_dict = acc.get_state_dict(self.prepared)  # collective; full weights on the main process
+            if not main:
+                return ExportedModel(None, None, fmt)
+            if adapter:
+                from peft import get_peft_model_state_dict
+
+                if out is not None:
+                    unwrapped.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
+                    tokenizer.save_pretrained(out)
+                return ExportedModel(None, dist.weights_sha256(get_peft_model_state_dict(unwrapped, state_dict)), fmt)
+            model = lora.rebuild_from_state_dict(unwrapped, state_dict, opts if self.use_lora else None)
+            if out is not None:
+                save_model(model, tokenizer, out)
+            return ExportedModel(model, dist.weights_sha256(model.state_dict()), fmt)
+        if adapter:
+            model, weights = unwrapped, lora.adapter_state_dict(unwrapped)
+        else:
+            model = lora.merge(unwrapped) if self.use_lora else unwrapped
+            weights = model.state_dict()
+        sha = dist.weights_sha256(weights)
+        per_process = dist.gather_objects(acc, sha)
+        if main and out is not None:
+            if adapter:
+                lora.save_adapter(model, tokenizer, out)
+            else:
+                save_model(model, tokenizer, out)
+        acc.wait_for_everyone()
+        return ExportedModel(model, sha, fmt, per_process)
+
+
+def _sample_row(epoch: int, round_: int, rank: int, chosen: list[int], retain_draw: RetainDraw | None,
+                data: UnlearnData) -> dict[str, Any]:
+    """One line of samples.jsonl: the ids a process trained on in one micro-batch."""
+    row: dict[str, Any] = {"epoch": epoch, "round": round_, "rank": rank, "forget": [data.forget[i].id for i in chosen]}
+    if data.analogous is not None:
+        row["analogous"] = [data.analogous[i].id for i in chosen]
+    if retain_draw is not None and data.retain:
+        row["retain"] = [data.retain[j].id for j in retain_draw.last]
+    return row
+
+
+def _adapter_weights_only(models: list[torch.nn.Module], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
+    """accelerate save_state hook for LoRA runs: keep only adapter tensors in the checkpoint (the
+    frozen base weights are the original model, reloaded from its spec on resume)."""
+    for state in weights:
+        for key in [k for k in state if "lora_" not in k]:
+            del state[key]
+
+
+def _fmt(row: dict[str, Any]) -> str:
+    keys = ("loss", "ma", "el_10", "retain_ppl", "active", "steps", "stop_reason")
+    return ", ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys if k in row)

@@ -1,0 +1,135 @@
+"""The contract between the engine and an unlearning method.
+
+A method is three small things (the trl pattern):
+
+* a config dataclass (``MethodConfig`` subclass) holding its hyper-parameters, whose
+  ``requirements()`` tells the engine which extra data and which reference it needs;
+* a pure loss ``loss(model, batch, cfg, ref) -> LossOutput``;
+* a ``MethodSpec`` registering both under a name, with the optimiser/stopping defaults of its
+  source paper (the engine merges them under the user's config).
+
+Everything else -- batching, pairing, the frozen reference, optimiser, checkpoints, evaluation,
+stopping, refinement -- belongs to the engine, so a new method is one short file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # torch is imported lazily so that `obliviate --help` stays instant
+    import torch
+
+    from obliviate.data.encode import Batch
+
+LOSS_REGIONS = ("completion", "all")
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has.
+
+    ``loss_region``: ``completion`` puts the loss on the completion tokens only (the papers'
+    equations, which sum over t >= t0); ``all`` on every token of the row, prompt included
+    (what the KUMPR and ICU reference code does: the whole 200-token row).
+    """
+
+    loss_region: str = "completion"
+
+    def requirements(self) -> Requirements:
+        return Requirements()
+
+    def is_pipeline_step(self) -> bool:
+        """True when this run is the training step of its method's pipeline (``MethodSpec.pipeline``)
+        rather than the whole recipe; only methods with a pipeline override it."""
+        return False
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a method needs beyond the forget set.
+
+    * ``retain``: a retain batch paired with every forget batch (drawn at random, seeded).
+    * ``analogous``: the analogous sample of each forget sample, paired by index (ICU's CLE).
+    * ``alternates``: per forget sample, alternative completions of its prompt: ``"refusals"``
+      (IdkDPO's "I don't know" answers) or ``"retain_completions"`` (LLMU's random mismatch).
+    * ``alternates_per_sample``: how many alternates each forget sample gets.
+    * ``resample_alternates``: draw new alternates every epoch (seeded by epoch).
+    * ``reference_model``: the method calls ``ref.logits(batch)`` (a frozen original model).
+    * ``cached_logprobs``: parts (``"forget"``, ``"alternate"``) whose per-sequence log-probs
+      under the original model the engine computes once, before the first update.
+    """
+
+    retain: bool = False
+    analogous: bool = False
+    alternates: str | None = None
+    alternates_per_sample: int = 1
+    resample_alternates: bool = False
+    reference_model: bool = False
+    cached_logprobs: tuple[str, ...] = ()
+
+
+@dataclass
+class MethodBatch:
+    """One micro-batch as a loss function sees it.
+
+    ``forget`` holds the *active* forget samples of this step (forgotten ones are already
+    filtered out) and ``index`` their positions in the forget set. ``analogous`` row i pairs
+    with forget row i. ``alternate`` rows belong to forget rows ``alternate_owner``
+    (``alternates_per_sample`` rows each, in order); ``alternate_index`` are their positions in
+    the engine's alternate list (what cached log-probs are keyed by).
+    """
+
+    forget: Batch
+    index: torch.Tensor
+    retain: Batch | None = None
+    analogous: Batch | None = None
+    alternate: Batch | None = None
+    alternate_owner: torch.Tensor | None = None
+    alternate_index: torch.Tensor | None = None
+
+
+class Reference(Protocol):
+    """The original model, as far as a loss may use it (never trained, never differentiated).
+
+    Implementations: a frozen copy (``engine.reference.FrozenReference``); cached per-sequence
+    log-probs only (``CachedReference``); later a LoRA model with its adapter disabled.
+    """
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """Logits of the original model on ``batch`` ([B, T, V], no grad)."""
+        ...
+
+    def sequence_logprobs(self, part: str, index: torch.Tensor) -> torch.Tensor:
+        """Cached sum of label-token log-probs of ``part`` rows ``index`` ([B], float32)."""
+        ...
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+LossFn = Callable[[Any, MethodBatch, Any, Reference], LossOutput]
+# A recipe of more than one training run (ULMR: restructure -> SFT -> average). Called by
+# ``obliviate.unlearn`` as pipeline(config, model=, forget=, retain=, out=, resume=, overwrite=,
+# tokenizer=, callbacks=) and returns an ``UnlearnResult`` whose run folder has the core files.
+PipelineFn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method. ``defaults`` are nested overrides of the run config
+    (``{"train": {...}, "stop": {...}, "refinement": {...}}``) taken from the method's paper."""
+
+    name: str
+    config: type[MethodConfig]
+    loss: LossFn
+    summary: str
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    # Set for methods whose recipe is more than one training run: ``obliviate.unlearn`` hands the
+    # whole run to it, unless ``method_args.is_pipeline_step()`` says this run is its training step.
+    pipeline: PipelineFn | None = None

@@ -1,0 +1,72 @@
+"""LLMU: large language model unlearning (Yao et al. 2023, arXiv 2310.10683;
+kevinyaobytedance/llm_unlearn ``unlearn_harm.py``).
+
+    L = w_forget * (-NLL(forget completion))
+      + w_mismatch * NLL(random retain completions given the forget prompt)   ("random mismatch")
+      + w_retain * KL(p_original || p_theta)(retain)                           ("normal" data)
+
+Defaults from ``unlearn_harm.py``: bad_weight 0.5, random_weight 1, normal_weight 1, 5 random
+answers per forget prompt (redrawn every step there; every epoch here, seeded), AdamW lr 2e-6,
+batch 2, linear decay, at most 1000 steps. Its random answers come from a normal QA set; here
+they are the completions of the retain set. Its KL is the cross-entropy H(p_ref, p_theta) over
+all positions (``kl: reference_ce``); the default is the true masked KL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from obliviate.methods.base import LossOutput, MethodBatch, MethodConfig, MethodSpec, Reference, Requirements
+from obliviate.methods.losses import forward_logits, kl_to_reference, mean_nll, reference_cross_entropy
+
+
+@dataclass
+class LLMUConfig(MethodConfig):
+    forget_weight: float = 0.5  # --bad_weight
+    mismatch_weight: float = 1.0  # --random_weight
+    retain_weight: float = 1.0  # --normal_weight
+    mismatch_answers: int = 5  # K random answers per forget prompt
+    kl: str = "kl"  # "kl" | "reference_ce" (the reference code's cross-entropy)
+
+    def requirements(self) -> Requirements:
+        return Requirements(retain=True, alternates="retain_completions" if self.mismatch_weight else None,
+                            alternates_per_sample=self.mismatch_answers, resample_alternates=True,
+                            reference_model=self.retain_weight > 0)
+
+
+def llmu_loss(model: torch.nn.Module, batch: MethodBatch, cfg: LLMUConfig, ref: Reference) -> LossOutput:
+    nll = mean_nll(forward_logits(model, batch.forget), batch.forget.labels)
+    loss, logs = -cfg.forget_weight * nll, {"forget_nll": nll.item()}
+    if cfg.mismatch_weight:
+        if batch.alternate is None:
+            raise ValueError("LLMU needs the mismatch batch (engine bug)")
+        mismatch = mean_nll(forward_logits(model, batch.alternate), batch.alternate.labels)
+        loss = loss + cfg.mismatch_weight * mismatch
+        logs["mismatch_nll"] = mismatch.item()
+    if cfg.retain_weight:
+        if batch.retain is None:
+            raise ValueError("LLMU needs a retain batch (engine bug)")
+        logits = forward_logits(model, batch.retain)
+        with torch.no_grad():
+            ref_logits = ref.logits(batch.retain)
+        true_kl = kl_to_reference(ref_logits, logits, batch.retain.labels)
+        term = true_kl if cfg.kl == "kl" else reference_cross_entropy(ref_logits, logits)
+        loss = loss + cfg.retain_weight * term
+        logs["retain_kl"] = true_kl.item()
+    return LossOutput(loss, logs)
+
+
+SPEC = MethodSpec(
+    name="llmu",
+    config=LLMUConfig,
+    loss=llmu_loss,
+    summary="ascent on forget + random-mismatch NLL + KL to the original on retain (Yao et al. 2023)",
+    defaults={
+        "train": {"optimizer": "adamw", "lr": 2e-6, "betas": [0.9, 0.999], "weight_decay": 0.0, "batch_size": 2,
+                  "scheduler": "linear", "warmup_epochs": 0.0, "seed": 8888},
+        "stop": {"max_epochs": 10},
+        "refinement": {"enabled": False},
+    },
+)

@@ -1,0 +1,107 @@
+"""Pure loss pieces shared by the methods: log-likelihoods, KL terms, preference losses.
+
+Conventions: ``labels`` are -100 wherever no loss is wanted (padding, and the prompt when the
+loss region is the completion); position t of the logits predicts token t+1. All reductions
+are done in float32, whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from obliviate.data.encode import Batch
+
+
+def forward_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Logits of ``model`` on a padded batch. Position ids are always passed, so left padding
+    is as correct as right padding."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids, use_cache=False)
+    return out.logits
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each label token and the mask of counted positions, both [B, T-1]."""
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logp = -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+    return logp * mask, mask
+
+
+def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token-level mean NLL over the whole batch (Hugging Face's causal-LM loss)."""
+    logp, mask = token_logprobs(logits, labels)
+    return -logp.sum() / mask.sum().clamp(min=1)
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of label-token log-probs per sequence, [B] (NPO/DPO's log pi(y|x))."""
+    logp, _ = token_logprobs(logits, labels)
+    return logp.sum(-1)
+
+
+def sequence_mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sequence NLL divided by its number of label tokens, [B] (SimNPO's length normalisation)."""
+    logp, mask = token_logprobs(logits, labels)
+    return -logp.sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def kl_to_reference(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Forward KL(p_ref || p_theta) per predicted position, averaged over counted positions.
+
+    The true KL: 0 when the model still matches the reference. Positions are those whose
+    next token is a label (the same positions the NLL counts), so padding never contributes.
+    """
+    mask = labels[:, 1:] != -100
+    logq = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    logp = F.log_softmax(ref_logits[:, :-1].float(), dim=-1)
+    kl = F.kl_div(logq, logp, log_target=True, reduction="none").sum(-1)  # [B, T-1]
+    return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def reference_cross_entropy(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The ICU/LLMU reference code's "KL": mean over *all* B x T positions (padding and the last
+    position included, no shift, no mask) of H(p_ref, p_theta) = -sum_v p_ref log(p_theta + 1e-12).
+
+    Its gradient equals that of KL(p_ref || p_theta) at each position, but its value never goes
+    to 0 (it includes the reference's entropy). Offered for faithful reproduction only.
+    """
+    p = F.softmax(ref_logits.float(), dim=-1)
+    q = F.softmax(logits.float(), dim=-1)
+    return -(p * torch.log(q + 1e-12)).sum(-1).mean()
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative Preference Optimization (Zhang et al. 2024, eq. 3), mean over the batch:
+    -(2/beta) * log sigmoid(-beta * (log pi_theta(y|x) - log pi_ref(y|x)))."""
+    return (-2.0 / beta * F.logsigmoid(-beta * (logp - ref_logp))).mean()
+
+
+def simnpo_loss(avg_nll: torch.Tensor, beta: float, delta: float) -> torch.Tensor:
+    """SimNPO (Fan et al. 2024): reference-free, length-normalised NPO, mean over the batch:
+    -(2/beta) * log sigmoid(beta * (avg_nll - delta)), as in open-unlearning (delta=0 matches
+    the paper's margin gamma=0)."""
+    return (-2.0 / beta * F.logsigmoid(beta * (avg_nll - delta))).mean()
+
+
+def dpo_loss(win_logp: torch.Tensor, win_ref: torch.Tensor, lose_logp: torch.Tensor, lose_ref: torch.Tensor,
+             beta: float) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023) with the 2/beta scale of TOFU/open-unlearning, mean over the batch."""
+    margin = (win_logp - win_ref) - (lose_logp - lose_ref)
+    return (-2.0 / beta * F.logsigmoid(beta * margin)).mean()
+
+
+def retain_term(model: torch.nn.Module, retain: Batch, kind: str, ref) -> tuple[torch.Tensor, dict[str, float]]:
+    """The retain loss most methods add: ``nll`` (learn the retain data) or ``kl`` (stay close to
+    the original model on it, needs a reference)."""
+    logits = forward_logits(model, retain)
+    if kind == "nll":
+        loss = mean_nll(logits, retain.labels)
+        return loss, {"retain_nll": loss.item()}
+    if kind == "kl":
+        with torch.no_grad():
+            ref_logits = ref.logits(retain)
+        loss = kl_to_reference(ref_logits, logits, retain.labels)
+        return loss, {"retain_kl": loss.item()}
+    raise ValueError(f"unknown retain loss {kind!r}; use 'nll' or 'kl'")

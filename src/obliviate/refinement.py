@@ -1,0 +1,118 @@
+"""Iterative unlearning refinement (ICU's IUR, paper section IV-D) as a callback any method can use.
+
+After each epoch the model continues every forget prompt (2-beam search, as many new tokens as
+the target has), the continuation is scored against the target with BERTScore-F1 and ICU's
+BLEU, and samples that count as forgotten stop being unlearned -- which keeps the unlearning
+from eroding the model further on samples it already dropped.
+
+Two rules, because the paper and its code disagree:
+
+* ``paper`` (eq. 5 and the text): a sample is forgotten when BERTScore < a **and** BLEU < b,
+  and "samples deemed forgotten are excluded from subsequent epochs" -- a permanent decision.
+  Checked after each epoch only.
+* ``reference`` (himalalps/ICU ``val_score``): forgotten when BERTScore < a **or** BLEU < b,
+  recomputed from scratch every epoch, so a sample can come back; the check also runs once
+  before training (dropping samples the original model does not reproduce).
+
+The default is ``reference``: with our offline BERTScore backbone (all-MiniLM-L6-v2) its notion
+of "forgotten" matches what never-seen text looks like (80 % of held-out people's answers count
+as forgotten, vs 22 % under the paper rule), while the paper rule can keep unlearning samples
+that are long gone (``benchmarks/refinement_rules.py``; numbers in docs/methods.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from obliviate.errors import ObliviateError
+
+RULES = ("paper", "reference")
+
+
+@dataclass
+class RefinementConfig:
+    enabled: bool = False
+    rule: str = "reference"  # "reference" (OR, recomputed every epoch; default, see docs/methods.md) | "paper" (AND, permanent)
+    bertscore_threshold: float = 0.3  # a (ICU V-D)
+    bleu_threshold: float = 0.01  # b (ICU V-D)
+    num_beams: int = 2  # ICU's generation: 2-beam search
+    max_new_tokens: int | None = None  # None: as many as each sample's target has (ICU: 50 of 50)
+    before_training: bool | None = None  # also check before the first epoch; None: as the rule's source does
+    bertscore_model: str | None = None  # local BERTScore backbone; None: all-MiniLM-L6-v2 (metrics default)
+    batch_size: int = 32
+
+    def check(self) -> None:
+        if self.rule not in RULES:
+            raise ObliviateError(f"refinement.rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.num_beams < 1:
+            raise ObliviateError("refinement.num_beams must be >= 1")
+
+    @property
+    def checks_before_training(self) -> bool:
+        if self.before_training is not None:
+            return self.before_training
+        return self.rule == "reference"
+
+
+def is_forgotten(f1: float, bleu: float, cfg: RefinementConfig) -> bool:
+    """Eq. (5): below both thresholds (paper) or below either (reference code)."""
+    below_f1, below_bleu = f1 < cfg.bertscore_threshold, bleu < cfg.bleu_threshold
+    return (below_f1 and below_bleu) if cfg.rule == "paper" else (below_f1 or below_bleu)
+
+
+def next_active(active: Sequence[bool], forgotten: Sequence[bool], rule: str) -> list[bool]:
+    """Which samples are unlearned in the next epoch.
+
+    ``paper``: once out, always out. ``reference``: exactly the samples not forgotten now.
+    """
+    if rule == "reference":
+        return [not f for f in forgotten]
+    return [a and not f for a, f in zip(active, forgotten)]
+
+
+@dataclass
+class RefinementScores:
+    """Per-sample scores of one refinement check, aligned with the forget set."""
+
+    f1: list[float]
+    bleu: list[float]
+    texts: list[str]
+    forgotten: list[bool] = field(default_factory=list)
+
+    def means(self) -> dict[str, float]:
+        n = max(len(self.f1), 1)
+        return {"refine_bertscore_f1": sum(self.f1) / n, "refine_bleu": sum(self.bleu) / n,
+                "refine_forgotten": sum(self.forgotten) / n}
+
+
+class Refinement:
+    """Scores continuations of forget prompts; the engine calls ``score`` after each epoch."""
+
+    def __init__(self, cfg: RefinementConfig, tokenizer):
+        cfg.check()
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self._scorer = None
+
+    @property
+    def scorer(self):
+        if self._scorer is None:
+            from obliviate.metrics import get_bert_scorer
+
+            self._scorer = get_bert_scorer(self.cfg.bertscore_model)
+        return self._scorer
+
+    def score(self, model, examples: Sequence) -> RefinementScores:
+        """Generate from each example's prompt and score against its completion."""
+        from obliviate.metrics import bleu_icu, generate_completions
+
+        if not examples:
+            return RefinementScores([], [], [], [])
+        gens = generate_completions(model, self.tokenizer, examples, max_new_tokens=self.cfg.max_new_tokens,
+                                    num_beams=self.cfg.num_beams, batch_size=self.cfg.batch_size)
+        texts = [g.text for g in gens]
+        refs = [self.tokenizer.decode(e.completion, skip_special_tokens=True) for e in examples]
+        f1 = self.scorer.score(texts, refs).per_sample
+        bleu = bleu_icu(texts, refs).per_sample
+        forgotten = [is_forgotten(f, b, self.cfg) for f, b in zip(f1, bleu)]
+        return RefinementScores([float(v) for v in f1], [float(v) for v in bleu], texts, forgotten)

@@ -1,0 +1,219 @@
+"""The report's figures: matplotlib (Agg, no display) rendered to PNG and embedded as data URIs,
+so a report is one self-contained HTML file that opens anywhere without a server or network.
+
+Every function takes plain numbers (one run's ``metrics.jsonl`` history, or several runs'
+histories by label) and returns a ``Figure`` record (title, caption, data URI) or None when there
+is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Keys of a history row that are evaluation results or bookkeeping, not loss terms.
+NOT_LOSS = ("epoch", "ma", "retain_nll", "retain_ppl", "refine_bertscore_f1", "refine_bleu", "active",
+            "time_s", "steps", "skipped_batches", "lr", "newly_forgotten", "came_back", "stop_reason")
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+          "#bcbd22"]
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    caption: str
+    uri: str  # data:image/png;base64,...
+    wide: bool = False  # spans the report's full width
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _encode(fig) -> str:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _style(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.grid(True, alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
+
+
+def _new(width: float = 6.4, height: float = 3.4):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(width, height))
+    _style(ax)
+    return fig, ax
+
+
+def el_key(row: Mapping[str, Any]) -> str | None:
+    return next((k for k in row if k.startswith("el_") and k[3:].isdigit()), None)
+
+
+def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for row in history:
+        v = row.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            xs.append(int(row["epoch"]))
+            ys.append(float(v))
+    return xs, ys
+
+
+def memorization_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]],
+                        thresholds: Mapping[str, Mapping[str, float | None]] | None = None) -> Figure | None:
+    """MA and EL_n per epoch (epoch 0 = before), one colour per run; dashed lines = thresholds."""
+    if not any(_series(h, "ma")[0] for h in runs.values()):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    el_name = next((el_key(h[0]) for h in runs.values() if h and el_key(h[0])), "el_10")
+    for ax, key, title in ((axes[0], "ma", "MA"), (axes[1], el_name, el_name.replace("el_", "EL"))):
+        _style(ax)
+        for n, (label, history) in enumerate(runs.items()):
+            xs, ys = _series(history, key)
+            if xs:
+                ax.plot(xs, ys, marker="o", ms=3, color=COLORS[n % len(COLORS)], label=label)
+        shown = set()
+        for th in (thresholds or {}).values():
+            t = (th or {}).get(key)
+            if t is not None and t not in shown:
+                shown.add(t)
+                ax.axhline(t, ls="--", lw=1, color="#555555")
+                ax.annotate(f"threshold {t:.3g}", (0, t), textcoords="offset points", xytext=(2, 3), fontsize=7,
+                            color="#555555")
+        ax.set_title(f"forget set: mean {title} per epoch (lower = more forgotten)", fontsize=9)
+        ax.set_xlabel("epoch (0 = before unlearning)")
+        ax.set_ylim(bottom=0)
+    if len(runs) > 1:
+        axes[1].legend(fontsize=7, loc="upper right")
+    return Figure("memorization", "Memorization per epoch", "Mean MA and EL_n of the forget set after every epoch; "
+                  "dashed: the stopping thresholds.", _encode(fig), wide=True)
+
+
+def retain_curve(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure | None:
+    if not any(_series(h, "retain_ppl")[0] for h in runs.values()):
+        return None
+    fig, ax = _new()
+    lo, hi = math.inf, 0.0
+    for n, (label, history) in enumerate(runs.items()):
+        xs, ys = _series(history, "retain_ppl")
+        if xs:
+            ax.plot(xs, ys, marker="o", ms=3, color=COLORS[n % len(COLORS)], label=label)
+            lo, hi = min(lo, *ys), max(hi, *ys)
+    if hi / max(lo, 1e-9) > 20:
+        ax.set_yscale("log")
+    ax.set_title("retain set: perplexity per epoch (lower = kept)", fontsize=9)
+    ax.set_xlabel("epoch (0 = before unlearning)")
+    if len(runs) > 1:
+        ax.legend(fontsize=7)
+    return Figure("retain", "Retain perplexity per epoch", "Perplexity of the retain answers/texts, measured "
+                  "after every epoch (the run's own retain sample).", _encode(fig))
+
+
+def loss_curves(history: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Every loss term the method logged, per epoch (means over the epoch's micro-batches)."""
+    keys: list[str] = []
+    for row in history[1:]:
+        keys += [k for k, v in row.items() if k not in keys and k not in NOT_LOSS and not k.startswith("el_")
+                 and isinstance(v, int | float) and not isinstance(v, bool)]
+    if not keys:
+        return None
+    fig, ax = _new()
+    for n, key in enumerate(keys):
+        xs, ys = _series(history, key)
+        ax.plot(xs, ys, marker="o", ms=3, color=COLORS[n % len(COLORS)], label=key)
+    ax.axhline(0, lw=0.8, color="#999999")
+    ax.set_title("loss terms per epoch (mean over the epoch's batches)", fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
+    return Figure("loss", "Loss terms", "The minimised loss and every term the method logs (a negative NLL term "
+                  "is gradient ascent on the forget set).", _encode(fig))
+
+
+def forgotten_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]],
+                     below: Mapping[str, Mapping[str, int | None]],
+                     totals: Mapping[str, int]) -> Figure | None:
+    """Per epoch: samples individually below both thresholds (solid) and samples dropped by
+    refinement (dashed: n - active)."""
+    fig, ax = _new()
+    drawn = False
+    for n, (label, history) in enumerate(runs.items()):
+        color = COLORS[n % len(COLORS)]
+        dropped_color = color if len(runs) > 1 else COLORS[1]
+        counts = {int(e): v for e, v in (below.get(label) or {}).items() if v is not None}
+        if counts:
+            xs = sorted(counts)
+            ax.plot(xs, [counts[x] for x in xs], marker="o", ms=3, color=color,
+                    label=f"{label}: below both thresholds" if len(runs) > 1 else "below both thresholds")
+            drawn = True
+        total = totals.get(label)
+        xs, active = _series(history, "active")
+        if total and xs and any(a != total for a in active):
+            ax.plot(xs, [total - a for a in active], ls="--", marker="s", ms=3, color=dropped_color,
+                    label=f"{label}: dropped by refinement" if len(runs) > 1 else "dropped by refinement")
+            drawn = True
+    if not drawn:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        return None
+    ax.set_ylim(bottom=0)
+    ax.set_title("forget samples counted as forgotten, per epoch", fontsize=9)
+    ax.set_xlabel("epoch (0 = before unlearning)")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=7)
+    return Figure("forgotten", "Samples forgotten per epoch", "Solid: samples whose own MA and EL_n are both below "
+                  "the thresholds. Dashed: samples the refinement step judged forgotten and stopped training on.",
+                  _encode(fig))
+
+
+def refinement_curves(history: Sequence[Mapping[str, Any]]) -> Figure | None:
+    if not _series(history, "refine_bertscore_f1")[0]:
+        return None
+    fig, ax = _new()
+    for n, (key, label) in enumerate((("refine_bertscore_f1", "BERTScore F1"), ("refine_bleu", "BLEU (ICU)"))):
+        xs, ys = _series(history, key)
+        if xs:
+            ax.plot(xs, ys, marker="o", ms=3, color=COLORS[n], label=label)
+    ax.set_ylim(bottom=0)
+    ax.set_title("refinement: similarity of beam continuations to the targets", fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
+    return Figure("refinement", "Refinement scores", "Mean BERTScore F1 and BLEU of the forget set's 2-beam "
+                  "continuations against their targets (ICU's iterative refinement).", _encode(fig))
+
+
+def bar_chart(key: str, values: Mapping[str, float], *, higher_is_better: bool | None) -> Figure | None:
+    """One metric across runs (comparison reports)."""
+    items = [(k, v) for k, v in values.items() if v is not None and math.isfinite(v)]
+    if len(items) < 2:
+        return None
+    from matplotlib.ticker import AutoLocator
+
+    fig, ax = _new(6.4, 0.35 * len(items) + 1.0)
+    ax.xaxis.set_major_locator(AutoLocator())  # values, not epochs
+    labels, vals = zip(*items)
+    ax.barh(range(len(vals)), vals, color=[COLORS[i % len(COLORS)] for i in range(len(vals))])
+    ax.set_yticks(range(len(vals)), labels, fontsize=7)
+    ax.invert_yaxis()
+    arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[higher_is_better]
+    ax.set_title(f"{key}{arrow}", fontsize=9)
+    return Figure(f"bar-{key}", key, "", _encode(fig))

@@ -1,0 +1,505 @@
+"""``obliviate.unlearn(...)``: run one unlearning method end to end, with a run folder.
+
+    import obliviate
+    result = obliviate.unlearn("smollm2-135m", "demo:forget", method="icu", pool="demo:pool", out="runs/icu")
+    result.summary["after"]["el_10"], result.model
+
+Configuration is one typed dataclass (``UnlearnConfig``) built from: the defaults below <- the
+method's paper defaults (``MethodSpec.defaults``) <- a YAML file <- ``key=value`` overrides.
+The run folder (``out``) holds::
+
+    config.yaml          the complete configuration (what --resume continues)
+    model/               the unlearned model (AutoModelForCausalLM.from_pretrained loads it)
+    metrics.jsonl        one row per epoch (epoch 0 = before unlearning), rewritten every epoch
+    per_sample.jsonl     per forget sample: metrics before/after, when it was forgotten
+    forgotten.json       refinement events: which samples were forgotten (or came back) when
+    summary.json         method, stop reason, thresholds, before/after means, timings
+    analogous.jsonl      ICU's analogous samples + neighbors.json (how the builder chose them)
+    trace.json           greedy continuations of a few forget prompts per epoch, samples below thresholds
+    report.html          the HTML report (obliviate.report), written when the run finishes
+    checkpoints/         the latest epoch's checkpoint (removed when the run finishes, unless kept)
+
+An existing run folder is never overwritten: pass ``resume=True`` to continue it (after a kill)
+or ``overwrite=True`` to replace it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from obliviate.engine import Callback
+from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
+from obliviate.errors import ObliviateError
+from obliviate.methods.base import MethodConfig
+from obliviate.refinement import RefinementConfig
+
+log = logging.getLogger(__name__)
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class NeighborsConfig:
+    """How analogous samples are picked from ``data.pool`` (``obliviate.neighbors``)."""
+
+    ngram: int = 5
+    max_overlap: float = 0.5  # skip candidates holding >= this fraction of a forget target's n-grams
+    unique: bool = True  # no pool item serves two forget samples
+    model_path: str | None = None  # sentence-transformers folder; None = all-MiniLM-L6-v2
+
+
+@dataclass
+class DataConfig:
+    forget: str | None = None  # data spec: a file or a built-in name (demo:forget, world:micro:forget, pile:0@DIR)
+    retain: str | None = None
+    analogous: str | None = None  # one analogous record per forget record, in the same order
+    pool: str | None = None  # candidates from which analogous samples are chosen (ICU)
+    max_forget: int | None = None  # use only the first N forget records
+    max_retain: int | None = None
+    max_pool: int | None = None
+    template: str = "auto"  # how QA records become prompts: auto | chat | plain
+    neighbors: NeighborsConfig = field(default_factory=NeighborsConfig)
+
+
+@dataclass
+class ReportConfig:
+    """The run folder's HTML report (``obliviate.report``): written when the run finishes."""
+
+    enabled: bool = True
+    samples: int = 8  # forget prompts whose greedy continuation is recorded after every epoch (trace.json)
+
+
+@dataclass
+class UnlearnConfig:
+    model: str | None = None  # model spec (built-in name, folder, .gguf, hub id)
+    model_dtype: str = "float32"
+    method: str = "icu"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method_args: MethodConfig = field(default_factory=MethodConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    keep_checkpoints: int = 1  # newest checkpoints kept while running
+    keep_final_checkpoint: bool = False  # keep checkpoints/ once the run has finished
+
+
+@dataclass
+class UnlearnResult:
+    model: Any
+    tokenizer: Any
+    config: UnlearnConfig
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.summary.get("stop_reason")
+
+
+# --------------------------------------------------------------------------- configuration
+
+def shipped_config(name: str) -> Path | None:
+    """``configs/<name>.yaml`` shipped with the package (the methods' paper defaults)."""
+    path = Path(__file__).parent / "configs" / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+def build_config(method: str | None = None, config: str | Path | UnlearnConfig | dict | None = None,
+                 overrides: Sequence[str] = ()) -> UnlearnConfig:
+    """Defaults <- the method's paper defaults <- ``config`` (YAML path, shipped name, dict) <- overrides."""
+    import yaml
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from obliviate.config import config_to_dict, load_config
+    from obliviate.methods import get_method
+
+    path: Path | None = None
+    raw: dict[str, Any] = {}
+    if isinstance(config, UnlearnConfig):
+        raw = config_to_dict(config)
+    elif isinstance(config, dict):
+        raw = config
+    elif config is not None:
+        path = Path(config)
+        if not path.is_file() and shipped_config(str(config)) is not None:
+            path = shipped_config(str(config))
+        if not path.is_file():
+            raise ObliviateError(f"{config}: config file not found")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ObliviateError(f"{path}: a config file must hold a mapping of keys")
+    from_overrides = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    spec = get_method(str(method or (from_overrides[-1] if from_overrides else None) or raw.get("method") or "icu"))
+    # The method's paper defaults, with its own config class as the schema of method_args.
+    base: dict[str, Any] = {key: dict(value) for key, value in spec.defaults.items()}
+    base.update(method=spec.name, method_args=spec.config())
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(UnlearnConfig), OmegaConf.create(base))
+        if raw and path is None:  # a dict / UnlearnConfig given in Python
+            node = OmegaConf.merge(node, OmegaConf.create({k: v for k, v in raw.items() if k != "method"}))
+        base_cfg = OmegaConf.to_object(node)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise ObliviateError(f"config error{f' at {key!r}' if key else ''}: {str(e).splitlines()[0]}") from None
+    cfg = load_config(UnlearnConfig, path, [o for o in overrides if not o.startswith("method=")], base=base_cfg)
+    cfg.method = spec.name  # canonical name (aliases resolved)
+    return cfg
+
+
+def config_yaml(cfg: UnlearnConfig) -> str:
+    from obliviate.config import config_to_yaml
+
+    return config_to_yaml(cfg)
+
+
+# --------------------------------------------------------------------------- data
+
+def _records(spec_or_records: Any, what: str, limit: int | None = None) -> list:
+    from obliviate.data.sources import load_data
+
+    if spec_or_records is None:
+        return []
+    records = list(spec_or_records) if not isinstance(spec_or_records, str | Path) else load_data(spec_or_records)
+    if limit is not None:
+        records = records[:limit]
+    if not records:
+        raise ObliviateError(f"{spec_or_records if isinstance(spec_or_records, str | Path) else what}: "
+                             f"the {what} set is empty")
+    return records
+
+
+def _spec_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value) if isinstance(value, str | Path) else f"<{len(value)} records given in Python>"
+
+
+# --------------------------------------------------------------------------- the run
+
+def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None, retain: Any = None,
+            analogous: Any = None, pool: Any = None, out: str | Path | None = None,
+            config: str | Path | UnlearnConfig | dict | None = None, overrides: Sequence[str] = (),
+            resume: bool = False, overwrite: bool = False, tokenizer: Any = None,
+            callbacks: Sequence[Any] = ()) -> UnlearnResult:
+    """Unlearn ``forget`` from ``model`` with ``method`` and return the unlearned model.
+
+    ``model``: a model spec (``"smollm2-135m"``, a folder, a .gguf) or a loaded model (then pass
+    ``tokenizer``). ``forget``/``retain``/``analogous``/``pool``: data specs or lists of records.
+    ``out``: the run folder (None: nothing is written, no checkpoints). ``config``: a YAML file,
+    a shipped config name (``"icu"``), a dict or an ``UnlearnConfig``; ``overrides``: dotted
+    ``key=value`` strings. ``resume``: continue the run in ``out`` from its last checkpoint.
+    """
+    from obliviate.rundir import prepare_run_dir
+
+    if resume and overwrite:
+        raise ObliviateError("choose either resume or overwrite, not both")
+    pipeline = _pipeline(method, config, overrides, out, resume)
+    if pipeline is not None:  # a recipe of several runs (ULMR): it manages its own run folder
+        pipeline_fn, cfg = pipeline
+        if model is not None:
+            cfg.model = str(model) if isinstance(model, str | Path) else "<model given in Python>"
+        for key, value in (("forget", forget), ("retain", retain)):
+            if value is not None:
+                setattr(cfg.data, key, _spec_name(value))
+        return pipeline_fn(cfg, model=model if model is not None else cfg.model,
+                           forget=forget if forget is not None else cfg.data.forget,
+                           retain=retain if retain is not None else cfg.data.retain, out=out, resume=resume,
+                           overwrite=overwrite, tokenizer=tokenizer, callbacks=callbacks)
+    from obliviate.engine.distributed import on_main
+
+    run_dir: Path | None = None
+    if out is not None:
+        mode = "resume" if resume else "overwrite" if overwrite else "new"
+        # One process checks and prepares the folder; the others get its answer (or its error).
+        run_dir = on_main(lambda: prepare_run_dir(out, mode, marker=CONFIG_FILE))
+    elif resume:
+        raise ObliviateError("resume needs the run folder (out=...)")
+
+    if resume:
+        assert run_dir is not None
+        if config is not None or overrides or method is not None:
+            raise ObliviateError(f"{run_dir}: a resumed run keeps its config.yaml; drop --config/--method/overrides "
+                                 "(or start a new run)")
+        cfg = build_config(None, run_dir / CONFIG_FILE)
+        if (run_dir / SUMMARY_FILE).is_file():
+            return _finished(cfg, run_dir)
+        _check_same(cfg, model, forget, retain, analogous, pool)
+    else:
+        cfg = build_config(method, config, overrides)
+        if model is not None:
+            cfg.model = str(model) if isinstance(model, str | Path) else "<model given in Python>"
+        for key, value in (("forget", forget), ("retain", retain), ("analogous", analogous), ("pool", pool)):
+            if value is not None:
+                setattr(cfg.data, key, _spec_name(value))
+    if cfg.model is None and model is None:
+        raise ObliviateError("no model given (--model)")
+    if cfg.data.forget is None and forget is None:
+        raise ObliviateError("no forget set given (--forget)")
+    if run_dir is not None and not resume and _is_main_process():
+        from obliviate.data.io import atomic_write_text
+
+        atomic_write_text(run_dir / CONFIG_FILE, config_yaml(cfg))
+    return _run(cfg, model, tokenizer, forget, retain, analogous, pool, run_dir, resume, callbacks)
+
+
+def _pipeline(method: str | None, config: Any, overrides: Sequence[str], out: str | Path | None,
+              resume: bool) -> tuple[Any, UnlearnConfig] | None:
+    """(the method's pipeline, the config) when the run is a multi-step recipe, else None."""
+    from obliviate.methods import get_method
+
+    stored = Path(out) / CONFIG_FILE if out is not None else None
+    if resume:
+        if stored is None or not stored.is_file() or config is not None or overrides or method is not None:
+            return None  # the engine path reports what is missing or inconsistent
+        cfg = build_config(None, stored)
+    else:
+        cfg = build_config(method, config, overrides)
+    spec = get_method(cfg.method)
+    if spec.pipeline is None or cfg.method_args.is_pipeline_step():
+        return None
+    return spec.pipeline, cfg
+
+
+def _is_main_process() -> bool:
+    """Under ``accelerate launch`` only the main process writes run files."""
+    from obliviate.engine.distributed import is_main_process
+
+    return is_main_process()
+
+
+def _check_same(cfg: UnlearnConfig, model: Any, *data: Any) -> None:
+    """On resume, explicitly given specs must match the ones the run started with."""
+    given = {"model": model, "forget": data[0], "retain": data[1], "analogous": data[2], "pool": data[3]}
+    for key, value in given.items():
+        stored = cfg.model if key == "model" else getattr(cfg.data, key)
+        if value is None and stored is not None and stored.startswith("<"):
+            raise ObliviateError(f"this run was started with its {key} given in Python ({stored}); "
+                                 f"pass it again to resume")
+        if isinstance(value, str | Path) and stored is not None and str(value) != stored:
+            raise ObliviateError(f"--{key} {value} differs from the run's {stored!r}; a resumed run keeps its data")
+
+
+def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: Any, analogous: Any, pool: Any,
+         run_dir: Path | None, resume: bool, callbacks: Sequence[Any]) -> UnlearnResult:
+    from obliviate.data.encode import PromptTemplate, encode_records
+    from obliviate.data.io import read_json, write_records
+    from obliviate.data.sources import load_data
+    from obliviate.engine import Engine, UnlearnData, mismatch_alternates, refusal_alternates
+    from obliviate.methods import get_method
+    from obliviate.models import load_model
+
+    started = time.perf_counter()
+    spec = get_method(cfg.method)
+    req = cfg.method_args.requirements()
+    data_cfg = cfg.data
+    if model is None or isinstance(model, str | Path):
+        model, tokenizer = load_model(model if model is not None else cfg.model, dtype=cfg.model_dtype)
+    elif tokenizer is None:
+        raise ObliviateError("a model object needs its tokenizer (tokenizer=...)")
+    # In-Python record lists win over the stored spec (their spec is only a description).
+    forget_records = _records(forget if forget is not None and not isinstance(forget, str | Path)
+                              else data_cfg.forget, "forget", data_cfg.max_forget)
+    retain_records: list = []
+    if req.retain or (cfg.eval.retain and (retain is not None or data_cfg.retain)):
+        if retain is None and data_cfg.retain is None:
+            raise ObliviateError(f"method {spec.name!r} needs a retain set (--retain)")
+        retain_records = _records(retain if retain is not None and not isinstance(retain, str | Path)
+                                  else data_cfg.retain, "retain", data_cfg.max_retain)
+    template = PromptTemplate(mode=data_cfg.template)  # type: ignore[arg-type]
+    max_len = cfg.train.max_length
+    data = UnlearnData(forget=encode_records(forget_records, tokenizer, template, max_length=max_len),
+                       retain=encode_records(retain_records, tokenizer, template, max_length=max_len) or None)
+
+    if req.analogous:
+        from obliviate.engine.distributed import on_main
+
+        # Chosen once (main process) and shared, so every process pairs the same samples.
+        analogous_records = on_main(lambda: _analogous(cfg, forget_records, analogous, pool, retain_records,
+                                                       run_dir, resume))
+        data.analogous = encode_records(analogous_records, tokenizer, template, max_length=max_len)
+        if run_dir is not None and not (run_dir / "analogous.jsonl").is_file() and _is_main_process():
+            write_records(analogous_records, run_dir / "analogous.jsonl")
+    if req.alternates == "refusals":
+        from obliviate.methods.dpo import load_refusals
+
+        data.alternates = refusal_alternates(forget_records, data.forget,
+                                             load_refusals(getattr(cfg.method_args, "refusals", None)), tokenizer,
+                                             template, cfg.train.seed)
+    elif req.alternates == "retain_completions":
+        data.alternates = mismatch_alternates(data.forget, data.retain or [], req.alternates_per_sample, cfg.train.seed)
+    if cfg.stop.calibrate_on:
+        data.heldout = encode_records(load_data(cfg.stop.calibrate_on), tokenizer, template, max_length=max_len)
+
+    writer = _RunWriter(run_dir, data.forget) if run_dir is not None else None
+    recorders = []
+    if run_dir is not None and cfg.report.enabled and cfg.report.samples > 0:
+        from obliviate.report.trace import TraceRecorder
+
+        recorders.append(TraceRecorder(run_dir, forget_records, data.forget, tokenizer, cfg.report.samples))
+    engine = Engine(model, tokenizer, spec, cfg.method_args, data, train=cfg.train, stop=cfg.stop,
+                    refinement=cfg.refinement, evaluation=cfg.eval, run_dir=run_dir,
+                    callbacks=[*([writer] if writer else []), *recorders, *callbacks],
+                    keep_checkpoints=cfg.keep_checkpoints)
+    engine.setup(resume=resume)
+    if engine.state.before.get("id") and engine.state.before["id"] != [e.id for e in data.forget]:
+        raise ObliviateError(f"{run_dir}: the forget set differs from the one this run started with")
+    if writer is not None:
+        writer.on_checkpoint(engine, engine.state.epoch)
+    result = engine.run()
+    # Collective: saves model/ (main process) and hashes what was saved; see Engine.export_model.
+    exported = engine.export_model(run_dir / "model" if run_dir is not None else None, tokenizer)
+    summary = _summary(cfg, engine, time.perf_counter() - started)
+    summary.update(weights_sha256=exported.sha256, model_format=exported.format)
+    if engine.acc.num_processes > 1:
+        summary["distributed"] = {"num_processes": engine.acc.num_processes,
+                                  "distributed_type": str(engine.acc.distributed_type.value),
+                                  "sharded_weights": engine.sharded,
+                                  "weights_sha256_per_process": exported.per_process_sha256}
+    if run_dir is not None and engine.acc.is_main_process:
+        from obliviate.data.io import write_json
+
+        writer.write(engine)  # type: ignore[union-attr]
+        if (run_dir / "neighbors.json").is_file():
+            summary["neighbors"] = read_json(run_dir / "neighbors.json")
+        write_json(run_dir / SUMMARY_FILE, summary)  # written last: its presence means "finished"
+        if not cfg.keep_final_checkpoint:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        if cfg.report.enabled:
+            write_report(run_dir)
+    engine.acc.wait_for_everyone()
+    if exported.model is not None:  # None on the other processes of a ZeRO-3/FSDP run
+        exported.model.eval()
+    return UnlearnResult(exported.model, tokenizer, cfg, summary, result.history, run_dir)
+
+
+def write_report(run_dir: Path) -> Path | None:
+    """``report.html`` of a finished run; a failure is logged, never fatal (the run is saved)."""
+    from obliviate.report import write_run_report
+
+    try:
+        return write_run_report(run_dir)
+    except Exception as e:  # the run's files are complete; `obliviate report RUN` can retry
+        log.warning("could not write %s/report.html (%s: %s); retry with `obliviate report %s`", run_dir,
+                    type(e).__name__, e, run_dir)
+        return None
+
+
+def _analogous(cfg: UnlearnConfig, forget_records: list, analogous: Any, pool: Any, retain_records: list,
+               run_dir: Path | None, resume: bool) -> list:
+    """ICU's analogous samples: given, reused from the run folder, or built from a pool."""
+    from obliviate.data.io import load_records, write_json
+    from obliviate.neighbors import build_analogous
+
+    data_cfg = cfg.data
+    if run_dir is not None and resume and (run_dir / "analogous.jsonl").is_file():
+        return load_records(run_dir / "analogous.jsonl")
+    source = analogous if analogous is not None and not isinstance(analogous, str | Path) else data_cfg.analogous
+    if source is not None:
+        records = _records(source, "analogous")
+        if len(records) != len(forget_records):
+            raise ObliviateError(f"{_spec_name(source)}: {len(records)} analogous records for {len(forget_records)} "
+                                 "forget records; they pair by position")
+        return records
+    pool_source = pool if pool is not None and not isinstance(pool, str | Path) else data_cfg.pool
+    if pool_source is None:
+        if not retain_records:
+            raise ObliviateError(f"method {cfg.method!r} needs analogous samples: give --analogous, or --pool "
+                                 "(or --retain) to pick nearest neighbours from")
+        log.info("no --pool given: choosing analogous samples among the retain set")
+        pool_records = retain_records
+    else:
+        pool_records = _records(pool_source, "pool", data_cfg.max_pool)
+    nb = data_cfg.neighbors
+    built = build_analogous(forget_records, pool_records, model_path=nb.model_path, ngram=nb.ngram,
+                            max_overlap=nb.max_overlap, unique=nb.unique)
+    if run_dir is not None and _is_main_process():
+        write_json(run_dir / "neighbors.json", {
+            **built.report.to_dict(),
+            "pairs": [{"forget": f.id, "analogous": a.id, "similarity": s}
+                      for f, a, s in zip(forget_records, built.records, built.similarity)]})
+    return built.records
+
+
+def _summary(cfg: UnlearnConfig, engine: Any, seconds: float) -> dict[str, Any]:
+    state = engine.state
+    before, after = state.history[0], state.history[-1]
+    keys = [k for k in ("ma", f"el_{cfg.eval.el_n}", "retain_nll", "retain_ppl", "refine_bertscore_f1",
+                        "refine_bleu") if k in before]
+    n = len(state.active)
+    return {
+        "method": cfg.method, "model": cfg.model, "forget": cfg.data.forget, "n_forget": n,
+        "epochs": state.epoch, "optimizer_steps": state.steps, "stop_reason": state.stop_reason,
+        "thresholds": state.thresholds, "thresholds_source": state.thresholds_source,
+        "before": {k: before[k] for k in keys}, "after": {k: after.get(k) for k in keys},
+        "refinement": {"enabled": cfg.refinement.enabled, "rule": cfg.refinement.rule,
+                       "forgotten": sum(1 for a in state.active if not a), "active": sum(state.active)} if n else {},
+        "seconds": round(seconds, 1),
+    }
+
+
+def _finished(cfg: UnlearnConfig, run_dir: Path) -> UnlearnResult:
+    """``resume`` on a finished run: nothing to do; load what it produced."""
+    from obliviate.data.io import read_json
+    from obliviate.models import load_model
+
+    log.info("%s already finished; loading its model", run_dir)
+    model, tokenizer = load_model(run_dir / "model")
+    history = [_json_line(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return UnlearnResult(model, tokenizer, cfg, read_json(run_dir / SUMMARY_FILE), history, run_dir)
+
+
+def _json_line(line: str) -> dict[str, Any]:
+    import json
+
+    return json.loads(line)
+
+
+class _RunWriter(Callback):
+    """Keeps metrics.jsonl, per_sample.jsonl and forgotten.json of the run folder current."""
+
+    def __init__(self, run_dir: Path, forget: Sequence[Any]):
+        self.run_dir, self.ids = run_dir, [e.id for e in forget]
+
+    def on_checkpoint(self, engine: Any, epoch: int) -> None:
+        if engine.acc.is_main_process:
+            self.write(engine)
+
+    def write(self, engine: Any) -> None:
+        import json
+
+        from obliviate.data.io import atomic_write_text, write_json
+
+        state = engine.state
+        atomic_write_text(self.run_dir / "metrics.jsonl",
+                          "".join(json.dumps(row, default=float) + "\n" for row in state.history))
+        rows = []
+        for k, sample_id in enumerate(self.ids):
+            row: dict[str, Any] = {"id": sample_id}
+            for key, values in state.before.items():
+                if key != "id" and isinstance(values, list) and len(values) == len(self.ids):
+                    row[f"{key}_before"] = values[k]
+            for key, values in state.last.items():
+                if key != "id" and isinstance(values, list) and len(values) == len(self.ids):
+                    row[f"{key}_after"] = values[k]
+            row.update(active=state.active[k] if state.active else True,
+                       forgotten_at=state.forgotten_at[k] if state.forgotten_at else None)
+            rows.append(row)
+        atomic_write_text(self.run_dir / "per_sample.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_json(self.run_dir / "forgotten.json", {
+            "epoch": state.epoch,
+            "forgotten_at": {sample_id: state.forgotten_at[k] for k, sample_id in enumerate(self.ids)
+                             if state.forgotten_at and state.forgotten_at[k] is not None},
+            "events": state.events})
+
+
+__all__ = ["DataConfig", "NeighborsConfig", "ReportConfig", "UnlearnConfig", "UnlearnResult", "build_config", "unlearn"]

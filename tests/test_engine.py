@@ -1,0 +1,252 @@
+"""The shared engine: resume after a kill, empty-batch skip, stopping and refinement rules,
+run-folder safety, config precedence. Real runs on the synthetic micro world (seconds each)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+import obliviate
+from obliviate.engine import Callback, Engine, EvalConfig, StopConfig, TrainConfig, UnlearnData
+from obliviate.engine.data import EpochSampler
+from obliviate.engine.stopping import ALL_FORGOTTEN, MAX_EPOCHS, THRESHOLDS, mean_over, stop_reason
+from obliviate.errors import ObliviateError
+from obliviate.methods import get_method
+from obliviate.refinement import RefinementConfig, is_forgotten, next_active
+from obliviate.unlearning import build_config, shipped_config
+
+FAST = ["train.lr=1e-3", "train.gradient_accumulation_steps=1", "train.scheduler=constant", "train.batch_size=8",
+        "eval.max_retain_samples=40"]
+
+
+@pytest.fixture(scope="module")
+def micro():
+    from obliviate.data.sources import load_data
+    from obliviate.models import load_model
+
+    model, tok = load_model("world-micro-target")
+    return model, tok, load_data("world:micro:forget")[:16], load_data("world:micro:retain")[:40]
+
+
+class KillAfter(Callback):
+    """Simulates a kill right after the checkpoint of ``epoch`` is complete."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_checkpoint(self, engine, epoch):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def _strip_times(history):
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in history]
+
+
+# --------------------------------------------------------------------------- resume after a kill
+
+@pytest.mark.parametrize("method", ["npo", "icu"])
+def test_resume_after_kill_equals_uninterrupted_run(method, micro, tmp_path):
+    model, tok, forget, retain = micro
+    extra = {"analogous": retain[:16]} if method == "icu" else {}
+    overrides = [*FAST, "stop.max_epochs=3", "stop.el_threshold=null", "stop.ma_threshold=null",
+                 "stop.when_all_forgotten=false", "train.batch_size=4"]
+    full = obliviate.unlearn(copy.deepcopy(model), forget, method=method, retain=retain, tokenizer=tok,
+                             out=tmp_path / "full", overrides=overrides, **extra)
+    with pytest.raises(KeyboardInterrupt):
+        obliviate.unlearn(copy.deepcopy(model), forget, method=method, retain=retain, tokenizer=tok,
+                          out=tmp_path / "killed", overrides=overrides, callbacks=[KillAfter(1)], **extra)
+    assert (tmp_path / "killed" / "checkpoints" / "epoch-0001" / "engine_state.json").is_file()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    resumed = obliviate.unlearn(copy.deepcopy(model), forget, retain=retain, tokenizer=tok, out=tmp_path / "killed",
+                                resume=True, **extra)
+    assert full.summary["epochs"] == resumed.summary["epochs"] == 3
+    assert _strip_times(full.history) == _strip_times(resumed.history)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    print(f"\n{method}: resumed run == uninterrupted run after 3 epochs (EL10 {full.history[-1]['el_10']:.3f})")
+    # resuming a finished run does nothing and returns its results
+    again = obliviate.unlearn(out=tmp_path / "killed", resume=True)
+    assert again.summary == resumed.summary
+
+
+# --------------------------------------------------------------------------- empty batches
+
+def test_empty_batch_is_skipped_without_an_optimizer_step(micro):
+    model, tok, forget, _ = micro
+    from obliviate.data.encode import encode_records
+
+    data = UnlearnData(forget=encode_records(forget, tok))
+    engine = Engine(copy.deepcopy(model), tok, get_method("kumpr"), get_method("kumpr").config(), data,
+                    train=TrainConfig(lr=1e-3, batch_size=4, seed=3), stop=StopConfig(max_epochs=5),
+                    evaluation=EvalConfig(retain=False))
+    engine.setup()
+    sampler = EpochSampler(len(forget), seed=3)
+    sampler.set_epoch(1)
+    first = list(sampler)[:4]
+    engine.state.active = [i not in first for i in range(len(forget))]
+    logs = engine.train_epoch(1)
+    assert logs["skipped_batches"] == 1 and logs["steps"] == 3
+
+    engine.state.active = [False] * len(forget)
+    before = {k: v.clone() for k, v in engine.prepared.state_dict().items()}
+    adam_steps = [s["step"].item() for s in engine.optimizer.optimizer.state.values()]
+    logs = engine.train_epoch(2)
+    assert logs["skipped_batches"] == 4 and logs["steps"] == 0
+    after = engine.prepared.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a momentum-only step moved the weights"
+    assert [s["step"].item() for s in engine.optimizer.optimizer.state.values()] == adam_steps
+
+
+def test_whole_set_batch_gives_one_step_per_epoch(micro):
+    model, tok, forget, _ = micro
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="kumpr", tokenizer=tok,
+                            overrides=["train.lr=1e-4", "stop.max_epochs=2", "eval.retain=false"])
+    assert [row["steps"] for row in res.history[1:]] == [1, 1]
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="kumpr", tokenizer=tok,
+                            overrides=["train.lr=1e-4", "stop.max_epochs=1", "eval.retain=false", "train.batch_size=4",
+                                       "train.gradient_accumulation_steps=2"])
+    assert res.history[1]["steps"] == 2  # 4 micro-batches, accumulated in pairs
+
+
+# --------------------------------------------------------------------------- stopping rules
+
+def test_stop_reason_rules():
+    cfg = StopConfig(el_threshold=0.05, ma_threshold=0.6, max_epochs=5, min_epochs=1)
+    th = {"ma": 0.6, "el_10": 0.05}
+    assert stop_reason(1, {"ma": 0.59, "el_10": 0.04}, th, 3, cfg, False) == THRESHOLDS
+    assert stop_reason(1, {"ma": 0.6, "el_10": 0.04}, th, 3, cfg, False) is None  # strict <
+    assert stop_reason(1, {"ma": 0.59, "el_10": 0.2}, th, 3, cfg, False) is None  # both needed
+    assert stop_reason(1, {"ma": 0.59, "el_10": 0.2}, th, 3, StopConfig(require="any"), False) == THRESHOLDS
+    assert stop_reason(5, {"ma": 0.9, "el_10": 0.9}, th, 3, cfg, False) == MAX_EPOCHS
+    assert stop_reason(2, {"ma": 0.9, "el_10": 0.9}, th, 0, cfg, True) == ALL_FORGOTTEN
+    assert stop_reason(2, {"ma": 0.9, "el_10": 0.9}, th, 0, cfg, False) is None  # no refinement: ignored
+    assert stop_reason(1, {"ma": 0.0, "el_10": 0.0}, th, 3, StopConfig(min_epochs=2), False) is None
+    assert stop_reason(1, {"ma": 0.0, "el_10": 0.0}, {"ma": None, "el_10": None}, 3, cfg, False) is None
+    assert mean_over([1.0, 0.0, 0.5], [True, False, True]) == 0.75
+    assert mean_over([1.0, 0.0], None) == 0.5
+
+
+def test_engine_stops_on_thresholds_after_at_least_one_epoch(micro):
+    model, tok, forget, retain = micro
+    # thresholds above the original model's values: met before training, but one epoch always trains
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="graddiff", retain=retain, tokenizer=tok,
+                            overrides=[*FAST, "train.lr=1e-6", "stop.el_threshold=2", "stop.ma_threshold=2"])
+    assert res.stop_reason == THRESHOLDS and res.summary["epochs"] == 1
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="graddiff", retain=retain, tokenizer=tok,
+                            overrides=[*FAST, "train.lr=1e-6", "stop.el_threshold=2", "stop.ma_threshold=2",
+                                       "stop.min_epochs=2", "stop.max_epochs=4"])
+    assert res.stop_reason == THRESHOLDS and res.summary["epochs"] == 2
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="graddiff", retain=retain, tokenizer=tok,
+                            overrides=[*FAST, "train.lr=1e-6", "stop.max_epochs=2"])
+    assert res.stop_reason == MAX_EPOCHS and res.summary["epochs"] == 2
+
+
+def test_thresholds_calibrated_on_heldout_text(micro):
+    model, tok, forget, retain = micro
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="graddiff", retain=retain, tokenizer=tok,
+                            overrides=[*FAST, "stop.max_epochs=1", "stop.calibrate_on=world:micro:holdout"])
+    from obliviate.data.encode import encode_records
+    from obliviate.data.sources import load_data
+    from obliviate.metrics import memorization_accuracy
+
+    heldout = encode_records(load_data("world:micro:holdout"), tok)
+    want = memorization_accuracy(model, heldout, region="completion").value
+    assert res.summary["thresholds"]["ma"] == math.nextafter(want, math.inf)  # mean <= held-out level
+    assert "calibrated" in res.summary["thresholds_source"]
+    print(f"\ncalibrated on held-out people: MA < {want:.4f}, EL10 < {res.summary['thresholds']['el_10']:.4f}")
+
+
+# --------------------------------------------------------------------------- refinement rules
+
+def test_refinement_rules_by_hand():
+    paper, ref = RefinementConfig(rule="paper"), RefinementConfig(rule="reference")
+    # (F1, BLEU): below both / only F1 low / only BLEU low / neither
+    cases = [(0.2, 0.0), (0.2, 0.5), (0.9, 0.0), (0.9, 0.5)]
+    assert [is_forgotten(f, b, paper) for f, b in cases] == [True, False, False, False]
+    assert [is_forgotten(f, b, ref) for f, b in cases] == [True, True, True, False]
+    assert not is_forgotten(0.3, 0.01, ref)  # strict <
+    # paper: once out, always out; reference: recomputed, so a sample comes back
+    assert next_active([False, True, True], [False, True, False], "paper") == [False, False, True]
+    assert next_active([False, True, True], [False, True, False], "reference") == [True, False, True]
+    assert ref.checks_before_training and not paper.checks_before_training
+
+
+@pytest.mark.parametrize("rule", ["reference", "paper"])
+def test_refinement_in_a_run(rule, micro):
+    """Never-seen people as a 'forget set': the reference rule drops most before training."""
+    from obliviate.data.sources import load_data
+
+    model, tok, _, retain = micro
+    unseen = load_data("world:micro:holdout")[:12]
+    res = obliviate.unlearn(copy.deepcopy(model), unseen, method="graddiff", retain=retain, tokenizer=tok,
+                            overrides=[*FAST, "train.lr=1e-5", "stop.max_epochs=1", "refinement.enabled=true",
+                                       f"refinement.rule={rule}"])
+    state_rows = res.history
+    forgotten_before = state_rows[0].get("newly_forgotten", 0)
+    print(f"\n{rule}: {forgotten_before}/12 never-seen samples dropped before training; after epoch 1: "
+          f"{state_rows[1]['active']} active")
+    if rule == "reference":
+        assert forgotten_before >= 6
+        assert state_rows[1]["active"] <= 12 - forgotten_before + state_rows[1]["came_back"]
+    else:
+        assert forgotten_before == 0 and state_rows[1]["active"] <= 12
+
+
+# --------------------------------------------------------------------------- run folder and config
+
+def test_refuses_to_overwrite_a_run(micro, tmp_path):
+    model, tok, forget, retain = micro
+    kw = dict(method="graddiff", retain=retain, tokenizer=tok, overrides=[*FAST, "stop.max_epochs=1"])
+    obliviate.unlearn(copy.deepcopy(model), forget, out=tmp_path / "run", **kw)
+    marker = (tmp_path / "run" / "summary.json").read_text()
+    with pytest.raises(ObliviateError, match="already holds a run"):
+        obliviate.unlearn(copy.deepcopy(model), forget, out=tmp_path / "run", **kw)
+    assert (tmp_path / "run" / "summary.json").read_text() == marker  # untouched
+    with pytest.raises(ObliviateError, match="keeps its config"):
+        obliviate.unlearn(copy.deepcopy(model), forget, out=tmp_path / "run", resume=True, **kw)
+    obliviate.unlearn(copy.deepcopy(model), forget, out=tmp_path / "run", overwrite=True, **kw)
+    with pytest.raises(ObliviateError, match="nothing to resume"):
+        obliviate.unlearn(out=tmp_path / "empty", resume=True)
+
+
+def test_config_precedence_and_errors(tmp_path):
+    cfg = build_config("icu")
+    assert (cfg.train.lr, cfg.train.betas, cfg.method_args.alpha, cfg.method_args.beta) == (5e-6, [0.9, 0.98], 0.5, 1.0)
+    assert (cfg.stop.el_threshold, cfg.stop.ma_threshold, cfg.refinement.enabled) == (0.0499, 0.5994, True)
+    assert build_config("kumpr").stop.ma_threshold == 0.2994 and build_config("kumpr").train.batch_size == 0
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("method: npo\ntrain:\n  lr: 3.0e-4\nmethod_args:\n  beta: 0.5\n")
+    cfg = build_config(None, yaml_file, ["method_args.beta=0.2"])
+    assert (cfg.method, cfg.train.lr, cfg.method_args.beta, cfg.method_args.alpha) == ("npo", 3e-4, 0.2, 1.0)
+    assert build_config("ga").method == "kumpr"
+    with pytest.raises(ObliviateError, match=r"method_args\.gamma"):
+        build_config("icu", None, ["method_args.gamma=1"])
+    with pytest.raises(ObliviateError, match=r"train\.lrr"):
+        build_config("icu", None, ["train.lrr=1"])
+    with pytest.raises(ObliviateError, match="unknown method"):
+        build_config("nope")
+    with pytest.raises(ObliviateError, match=r"train\.optimizer"):
+        TrainConfig(optimizer="sgd").check()
+
+
+@pytest.mark.parametrize("name", ["icu", "kumpr", "graddiff", "kl", "npo", "simnpo", "idkdpo", "llmu"])
+def test_shipped_configs_hold_the_method_defaults(name):
+    from obliviate.config import config_to_dict
+
+    path = shipped_config(name)
+    assert path is not None
+    assert config_to_dict(build_config(None, path)) == config_to_dict(build_config(name))
+    assert config_to_dict(build_config(None, name)) == config_to_dict(build_config(name))  # --config NAME
+
+
+def test_mixed_precision_bf16_and_bf16_reference(micro):
+    model, tok, forget, retain = micro
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="kl", retain=retain, tokenizer=tok,
+                            overrides=[*FAST, "stop.max_epochs=1", "train.mixed_precision=bf16",
+                                       "train.reference_dtype=bfloat16"])
+    row = res.history[1]
+    assert row["steps"] > 0 and torch.isfinite(torch.tensor(row["loss"])) and row["el_10"] <= 1.0
