@@ -25,8 +25,9 @@ interleaved epochs (the machine may be shared; the minimum is the least disturbe
 copy / without a reference (beta=0), LoRA with the adapter-disabled reference / without one.
 Reported: the bytes of weights the engine holds (trained model + reference, distinct storages),
 the training state (+ gradients + optimizer state), and the peak: ``torch.cuda.max_memory_allocated``
-on a GPU, on CPU the growth of the process's peak RSS after imports. LoRA with its reference must
-hold no more weights than LoRA without one (no second copy).
+on a GPU; on CPU the peak RSS the engine adds on top of the loaded model (meaningful from ~100M
+parameters; below, allocator noise dominates and the held-bytes columns are the measure). LoRA
+with its reference must hold no more weights than LoRA without one (no second copy).
 
 The device is whatever accelerate picks (CUDA when present), so the same command runs there.
 """
@@ -38,7 +39,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -214,19 +214,20 @@ def timed(fn, device: torch.device) -> float:
 class ForwardCounter:
     """Forward calls of the transformer with and without gradients (training passes vs reference
     forwards). Registered on the model before the engine copies it, so a frozen reference copy
-    carries the hook too."""
+    carries the hook too (a closure: deepcopy shares functions, but would copy a bound method's object)."""
 
     def __init__(self, model: torch.nn.Module):
         self.grad = self.no_grad = 0
         self.on = False
-        model.base_model.register_forward_pre_hook(self._hook)
 
-    def _hook(self, *_):
-        if self.on:
-            if torch.is_grad_enabled():
-                self.grad += 1
-            else:
-                self.no_grad += 1
+        def hook(*_) -> None:
+            if self.on:
+                if torch.is_grad_enabled():
+                    self.grad += 1
+                else:
+                    self.no_grad += 1
+
+        model.base_model.register_forward_pre_hook(hook)
 
 
 def throughput(args, method: str) -> dict:
@@ -283,17 +284,41 @@ def held_bytes(engine: Engine) -> tuple[int, int]:
     return weights, sum(storages.values())
 
 
+def current_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> None:
+    """Start the kernel's peak-RSS counter (VmHWM) afresh (Linux >= 4.0): loading a model can
+    peak far above what it keeps, and that peak is not the engine's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def memory_child(spec: dict) -> dict:
     """One configuration, measured in this (fresh) process."""
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     extra = [f"train.lora.enabled={str(spec['lora']).lower()}", f"method_args.beta={spec['beta']}",
              *options(spec["mixed_precision"], spec["gradient_checkpointing"])]
     model, tok, method, cfg, data = build_run(spec["model"], "icu", spec["batch_size"], spec["samples"], extra,
                                               spec["dtype"])
+    import importlib.util
+
+    import accelerate  # noqa: F401  (libraries the engine loads are imported before the baseline)
+    import peft  # noqa: F401
+
+    if importlib.util.find_spec("deepspeed") is not None:  # accelerate imports it when installed
+        import deepspeed  # noqa: F401
+
+    rss_baseline = current_rss()  # the loaded model and the libraries; the engine's additions come on top
+    reset_peak_rss()
     engine = make_engine(model, tok, method, cfg, data)
     cuda = engine.acc.device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     engine.train_epoch(1)
     # Gradients are freed at each step's end (zero_grad(set_to_none)); one more backward puts
     # them back so the training state counts them, as at the peak of a step.
@@ -302,34 +327,39 @@ def memory_child(spec: dict) -> dict:
     engine.method.loss(engine.prepared, mb, engine.method_cfg, engine.ref).loss.backward()
     _, state = held_bytes(engine)
     out = {"weights": weights, "state": state}
-    if cuda:
+    if cuda:  # everything on the device, the model included
         out["peak"] = torch.cuda.max_memory_allocated()
     else:
-        out["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_start
+        out["peak"] = max(peak_rss() - rss_baseline, 0)
     return out
 
 
-def memory(args) -> list[dict]:
-    rows = []
-    for label, lora, beta in (("full fine-tune, frozen reference copy", False, 1.0),
-                              ("full fine-tune, no reference (beta=0)", False, 0.0),
-                              ("LoRA, adapter-disabled reference", True, 1.0),
-                              ("LoRA, no reference (beta=0)", True, 0.0)):
-        spec = {"model": args.model, "batch_size": args.batch_size, "samples": args.samples, "dtype": args.dtype,
-                "lora": lora, "beta": beta, "mixed_precision": args.mixed_precision,
-                "gradient_checkpointing": args.gradient_checkpointing}
-        proc = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(spec)], capture_output=True,
-                              text=True, check=False)
-        if proc.returncode != 0:
-            raise SystemExit(f"memory child failed ({label}):\n{proc.stderr[-2000:]}")
-        rows.append({"label": label, **json.loads(proc.stdout.strip().splitlines()[-1])})
-    return rows
+MEMORY_CONFIGS = (("full fine-tune, frozen reference copy", False, 1.0),
+                  ("full fine-tune, no reference (beta=0)", False, 0.0),
+                  ("LoRA, adapter-disabled reference", True, 1.0),
+                  ("LoRA, no reference (beta=0)", True, 0.0))
+
+
+def memory(args, label: str, lora: bool, beta: float) -> dict:
+    """One ``MEMORY_CONFIGS`` row, measured in a fresh process."""
+    spec = {"model": args.model, "batch_size": args.batch_size, "samples": args.samples, "dtype": args.dtype,
+            "lora": lora, "beta": beta, "mixed_precision": args.mixed_precision,
+            "gradient_checkpointing": args.gradient_checkpointing}
+    proc = subprocess.run([sys.executable, __file__, "--memory-child", json.dumps(spec)], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"memory child failed ({label}):\n{proc.stderr[-2000:]}")
+    return {"label": label, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 # --------------------------------------------------------------------------- output
 
 def mib(n: float) -> str:
     return f"{n / 2**20:9.2f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}x" if b > 0 else "n/a"
 
 
 def main() -> None:
@@ -344,9 +374,13 @@ def main() -> None:
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (both loops)")
     parser.add_argument("--mixed-precision", default="no", choices=("no", "bf16", "fp16"))
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is steadier on a shared machine)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory comparison")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         print(json.dumps(memory_child(json.loads(args.memory_child))))
         return
@@ -371,24 +405,30 @@ def main() -> None:
               f"{r['engine_s'] / r['bare_s']:>5.2f}x", flush=True)
     icu = next((r for r in results if r["method"] == "icu"), None)
     if icu is not None:
-        ratio = icu["engine_s"] / icu["bare_s"]
-        print(f"ICU step cost vs its own forward/backward passes: {ratio:.2f}x (goal <= 1.5x: "
-              f"{'met' if ratio <= 1.5 else 'NOT met'})")
+        cost = icu["engine_s"] / icu["bare_s"]
+        print(f"ICU step cost vs its own forward/backward passes: {cost:.2f}x (goal <= 1.5x: "
+              f"{'met' if cost <= 1.5 else 'NOT met'})")
     if args.no_memory:
         return
     print("\npeak memory, ICU (each in a fresh process; MiB)")
-    peak_name = "peak CUDA alloc" if device == "cuda" else "peak RSS growth"
+    peak_name = "peak CUDA alloc" if device == "cuda" else "peak RSS added"
     print(f"{'configuration':<40} {'weights held':>12} {'+grads+optim':>12} {peak_name:>16}")
-    rows = memory(args)
-    for row in rows:
-        print(f"{row['label']:<40} {mib(row['weights']):>12} {mib(row['state']):>12} {mib(row['peak']):>16}")
+    rows = []
+    for config in MEMORY_CONFIGS:
+        row = memory(args, *config)
+        rows.append(row)
+        print(f"{row['label']:<40} {mib(row['weights']):>12} {mib(row['state']):>12} {mib(row['peak']):>16}",
+              flush=True)
     full_ref, full_none, lora_ref, lora_none = rows
-    print(f"LoRA reference / no reference: weights {lora_ref['weights'] / lora_none['weights']:.3f}x, "
-          f"peak {lora_ref['peak'] / lora_none['peak']:.3f}x  (no second copy: weights ratio 1.000)")
-    print(f"frozen copy / no reference:    weights {full_ref['weights'] / full_none['weights']:.3f}x, "
-          f"peak {full_ref['peak'] / full_none['peak']:.3f}x  (the copy: weights ratio ~2)")
-    print(f"LoRA / full fine-tune (both with reference): weights {lora_ref['weights'] / full_ref['weights']:.3f}x, "
-          f"training state {lora_ref['state'] / full_ref['state']:.3f}x, peak {lora_ref['peak'] / full_ref['peak']:.3f}x")
+    print(f"LoRA reference / no reference: weights {ratio(lora_ref['weights'], lora_none['weights'])}, "
+          f"peak {ratio(lora_ref['peak'], lora_none['peak'])}  (no second copy: weights 1.000x)")
+    print(f"frozen copy / no reference:    weights {ratio(full_ref['weights'], full_none['weights'])}, "
+          f"peak {ratio(full_ref['peak'], full_none['peak'])}  (the copy: weights ~2x)")
+    print(f"LoRA / full fine-tune (both with reference): weights {ratio(lora_ref['weights'], full_ref['weights'])}, "
+          f"training state {ratio(lora_ref['state'], full_ref['state'])}, peak {ratio(lora_ref['peak'], full_ref['peak'])}")
+    if device == "cpu":
+        print("(CPU: peak RSS the engine adds over the loaded model, activations included; for a tiny "
+              "model that is allocator noise and the held-bytes columns are the measure)")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,18 @@ def test_qa_audit_has_tofu_numbers(tiny_model, tiny_tokenizer):
     assert res.summary["meta"].get("el_10_skipped", 0) + sum(r.get("el_10") is not None for r in res.rows) == 2
 
 
+def test_audit_accepts_a_data_spec(tiny_model, tiny_tokenizer, tmp_path):
+    from obliviate.data.io import write_records
+
+    path = tmp_path / "texts.jsonl"
+    write_records(TEXTS, path)
+    by_spec = audit(tiny_model, tiny_tokenizer, str(path), metrics="ma")
+    assert by_spec.rows == audit(tiny_model, tiny_tokenizer, TEXTS, metrics="ma").rows
+    with pytest.raises(ObliviateError, match=r"empty\.jsonl"):
+        (tmp_path / "empty.jsonl").write_text("")
+        audit(tiny_model, tiny_tokenizer, tmp_path / "empty.jsonl")
+
+
 def test_unknown_metric_is_a_clear_error(tiny_model, tiny_tokenizer):
     with pytest.raises(ObliviateError, match="unknown audit metric 'el10'"):
         audit(tiny_model, tiny_tokenizer, TEXTS, metrics="ma,el10")

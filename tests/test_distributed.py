@@ -74,10 +74,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+def _launch(args: list[str], timeout: int = 240, config: str = "cpu") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "FSDP_"))}
     env.update(OMP_NUM_THREADS="1", OBLIVIATE_QUIET="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_configs()["cpu"][0],
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_configs()[config][0],
            "--num_processes", "2", "--main_process_port", str(_free_port()), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -148,6 +148,31 @@ def test_two_processes_train_on_different_samples_and_save_what_they_report(two_
     assert history[-1]["ma"] == pytest.approx(sum(ma) / len(ma), abs=1e-6)
     print(f"\n2 processes: {summary['seconds']} s, MA {history[0]['ma']:.3f} -> {history[-1]['ma']:.3f}, "
           f"EL10 {history[0]['el_10']:.3f} -> {history[-1]['el_10']:.3f}, active {history[-1]['active']}/{N_FORGET}")
+
+
+@pytest.mark.slow
+def test_zero3_trains_like_ddp_and_saves_what_it_reports(two_process_run, analogous_file, tmp_path):
+    """DeepSpeed ZeRO-3 over gloo: weights sharded, ICU's frozen reference in its own DeepSpeed
+    engine, evaluation in lockstep, the final weights gathered on the main process and saved."""
+    ddp, _ = two_process_run
+    out = tmp_path / "run"
+    proc = _launch(["-m", "obliviate.cli", "unlearn", "--model", "world-micro-target", "--forget", "world:micro:forget",
+                    "--analogous", str(analogous_file), "--retain", "world:micro:retain", "--method", "icu",
+                    "--out", str(out), *OVERRIDES], config="zero3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["distributed"]["distributed_type"] == "DEEPSPEED" and summary["distributed"]["sharded_weights"]
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(out / "model", dtype=torch.float32)
+    assert weights_sha256(saved.state_dict()) == summary["weights_sha256"]
+    # Same samples per process and, up to the order of floating-point reductions, the same training.
+    assert (out / "samples.jsonl").read_text() == (ddp / "samples.jsonl").read_text()
+    rows = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (ddp, out)]
+    for a, b in zip(*rows, strict=True):
+        assert a.get("active") == b.get("active")
+        for key in ("ma", "el_10", "retain_nll"):
+            assert b[key] == pytest.approx(a[key], abs=1e-3), (a["epoch"], key)
 
 
 KILL_AND_RESUME = '''

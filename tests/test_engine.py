@@ -160,6 +160,21 @@ def test_thresholds_calibrated_on_heldout_text(micro):
     print(f"\ncalibrated on held-out people: MA < {want:.4f}, EL10 < {res.summary['thresholds']['el_10']:.4f}")
 
 
+def test_ma_only_evaluation_skips_el_and_stops_on_ma(micro):
+    model, tok, forget, retain = micro
+    base = [*FAST, "train.lr=1e-6", "eval.el=false", "stop.el_threshold=null"]
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="graddiff", retain=retain, tokenizer=tok,
+                            overrides=[*base, "stop.ma_threshold=2"])
+    assert res.stop_reason == THRESHOLDS and res.summary["epochs"] == 1
+    assert "ma" in res.history[-1] and not any(k.startswith("el_") for k in res.history[-1])
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="graddiff", retain=retain, tokenizer=tok,
+                            overrides=[*base, "stop.ma_threshold=0", "stop.max_epochs=2"])
+    assert res.stop_reason == MAX_EPOCHS  # MA never below 0: the MA-only rule is really applied
+    with pytest.raises(ObliviateError, match=r"stop\.el_threshold=null"):
+        obliviate.unlearn(copy.deepcopy(model), forget, method="graddiff", retain=retain, tokenizer=tok,
+                          overrides=[*FAST, "eval.el=false"])
+
+
 # --------------------------------------------------------------------------- refinement rules
 
 def test_refinement_rules_by_hand():
@@ -194,6 +209,26 @@ def test_refinement_in_a_run(rule, micro):
         assert state_rows[1]["active"] <= 12 - forgotten_before + state_rows[1]["came_back"]
     else:
         assert forgotten_before == 0 and state_rows[1]["active"] <= 12
+
+
+def test_trace_reuses_greedy_refinement_generations(micro, tmp_path, monkeypatch):
+    """The report's per-epoch continuations come from refinement when it generated exactly them."""
+    from obliviate.data.encode import encode_records
+    from obliviate.data.io import read_json
+    from obliviate.report import trace as trace_module
+    from obliviate.report.trace import generate_for
+
+    def no_second_generation(*args, **kwargs):
+        raise AssertionError("the trace generated again what refinement had generated")
+
+    monkeypatch.setattr(trace_module, "generate_for", no_second_generation)
+    model, tok, forget, retain = micro
+    res = obliviate.unlearn(copy.deepcopy(model), forget[:6], method="graddiff", retain=retain, tokenizer=tok,
+                            out=tmp_path / "run", overrides=[*FAST, "stop.max_epochs=1", "refinement.enabled=true",
+                                                             "refinement.num_beams=1", "report.samples=4"])
+    trace = read_json(tmp_path / "run" / "trace.json")
+    fresh = generate_for(res.model, tok, encode_records(forget[:4], tok))
+    assert trace["generations"]["1"] == fresh
 
 
 # --------------------------------------------------------------------------- run folder and config

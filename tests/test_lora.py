@@ -1,6 +1,6 @@
 """LoRA (``train.lora.enabled=true``) for every method, on the synthetic micro world.
 
-What must hold: only adapter weights train and the base weights stay the original model; a
+What must hold: LoRA unlearns (ICU: EL10 falls, retain perplexity holds); only adapter weights train and the base weights stay the original model; a
 method that needs the original model gets it by switching the adapter off (the engine holds no
 second copy of the weights); the merged save is an ordinary HF folder equal to base + adapter;
 the adapter save loads with peft (and with ``AutoModelForCausalLM`` / ``load_model``); a killed
@@ -122,6 +122,19 @@ def test_every_method_trains_adapters_only_with_the_adapter_disabled_as_referenc
     # The returned model is the plain architecture with the adapters merged in, and it moved.
     assert type(res.model) is type(model) and not hasattr(res.model, "peft_config")
     assert any(not torch.equal(a, b) for a, b in zip(res.model.state_dict().values(), model.state_dict().values()))
+
+
+def test_lora_icu_forgets_while_retain_holds(micro):
+    """Adapters alone unlearn: EL10 falls far while retain perplexity stays within 1.5x."""
+    model, tok, forget, retain = micro
+    res = obliviate.unlearn(copy.deepcopy(model), forget, method="icu", analogous=retain[:8], retain=retain,
+                            tokenizer=tok, overrides=[*FAST, "train.lora.r=8", "train.lr=5e-3", "stop.max_epochs=2",
+                                                      "eval.retain=true"])
+    before, after = res.history[0], res.history[-1]
+    print(f"\nLoRA ICU: EL10 {before['el_10']:.3f} -> {after['el_10']:.3f}, MA {before['ma']:.3f} -> {after['ma']:.3f}, "
+          f"retain ppl {before['retain_ppl']:.4f} -> {after['retain_ppl']:.4f}")
+    assert after["el_10"] < 0.6 * before["el_10"] and after["ma"] < before["ma"]
+    assert after["retain_ppl"] <= 1.5 * before["retain_ppl"]
 
 
 def test_full_finetune_reference_is_a_second_copy(micro):

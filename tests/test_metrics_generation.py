@@ -44,11 +44,12 @@ def test_batched_left_padded_generation_equals_unpadded(arch, beams, tiny_model,
     examples = []
     for k, t in enumerate(texts):
         ids = tiny_tokenizer(t)["input_ids"]
-        examples.append(Encoded(tuple(ids) + (5,) * 6, len(ids), f"t{k}"))  # prompts of different lengths
+        # prompts and completions of different lengths (greedy rows of several lengths share a batch)
+        examples.append(Encoded(tuple(ids) + (5,) * (3 + 2 * k), len(ids), f"t{k}"))
     gens = generate_completions(model, tiny_tokenizer, examples, num_beams=beams, batch_size=4)
     eos = tiny_tokenizer.eos_token_id
     for e, g in zip(examples, gens):
-        assert g.ids == _one_by_one(model, e, 6, beams, eos)
+        assert g.ids == _one_by_one(model, e, len(e.ids) - e.prompt_len, beams, eos)
         assert g.text == tiny_tokenizer.decode(g.ids, skip_special_tokens=True)
 
 

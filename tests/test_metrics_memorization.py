@@ -209,6 +209,16 @@ def test_batched_continuations_equal_generate(models, arch):
     assert fast == expected
 
 
+def test_rows_with_distinct_unsorted_prefixes_keep_their_own_continuations(models):
+    """Rows of different texts decoded together: their shared-prefix pass must not swap them
+    (torch.unique sorts the prefixes)."""
+    model = models["llama"]
+    a, b = [9, 8, 7, 6, 5, 4], [1, 2, 3, 4, 5, 6]  # a > b lexicographically: unique() reorders them
+    ref = reference_greedy_continuations(model, [enc(a), enc(b)], [[3], [3]], eos="ignore")
+    fast = batched_greedy_continuations(model, [a, b], [3, 3], batch_size=2, eos="ignore")
+    assert fast == [ref[0][3], ref[1][3]]
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_forward_ma_equals_per_position_generation(models, arch):
     model = models[arch]

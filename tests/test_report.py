@@ -82,6 +82,7 @@ def test_highlight_marks_shared_word_runs():
     assert "(empty)" in highlight("", "anything")
 
 
+@pytest.mark.slow  # the run_dir fixture trains a (tiny) run: ~40-75 s on 2 cores
 def test_run_report_is_written_and_self_contained(run_dir):
     path = run_dir / "report.html"
     assert path.is_file(), "obliviate.unlearn writes report.html when the run finishes"
@@ -104,6 +105,7 @@ def test_run_report_is_written_and_self_contained(run_dir):
     assert strip(again) == strip(text)
 
 
+@pytest.mark.slow  # the run_dir fixture trains a (tiny) run: ~40-75 s on 2 cores
 def test_comparison_report_and_cli(run_dir, tmp_path):
     from typer.testing import CliRunner
 
@@ -125,6 +127,7 @@ def _chromium(args: list[str], profile: Path, timeout: int = 90) -> subprocess.C
                           timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (setup.sh --dev installs it)")
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from obliviate.data.encode import DEFAULT_TEMPLATE, Encoded, PromptTemplate, encode_records
@@ -51,18 +52,23 @@ def parse_metrics(spec: str | Sequence[str] | None) -> list[str] | None:
     return names
 
 
-def audit(model, tokenizer, records: Sequence[Record], *, metrics: str | Sequence[str] | None = None,
+def audit(model, tokenizer, records: Sequence[Record] | str | Path, *, metrics: str | Sequence[str] | None = None,
           template: PromptTemplate = DEFAULT_TEMPLATE, thresholds: ForgetThresholds | None = None,
           el_n: int = 10, region: Region = "all", batch_size: int = 32, el_batch_size: int = 64,
           num_beams: int = 1, max_new_tokens: int | None = None, bert_scorer=None,
           retain_results: str | None = None) -> AuditResult:
-    """Audit ``records`` (see the module docstring for the default metrics per record type).
+    """Audit ``records`` (a list or a data spec; see the module docstring for the default metrics per
+    record type).
 
     ``region`` applies to text records (QA records are always scored on the answer);
     ``thresholds`` adds the "forgotten" verdict (mean MA and mean EL both below);
     ``retain_results`` (a retain model's saved ``tofu_log.json`` or TOFU ``eval_log_aggregated.json``)
     adds TOFU's forget quality for QA records with perturbed answers.
     """
+    if isinstance(records, str | Path):  # a data spec: a file or a built-in name such as "demo:forget"
+        from obliviate.data.sources import load_data
+
+        records = load_data(records)
     records = list(records)
     if not records:
         raise ObliviateError("nothing to audit: no records")

@@ -25,6 +25,10 @@ from obliviate.errors import ObliviateError
 log = logging.getLogger(__name__)
 
 DEMO_SPLITS = {"forget": "demo:forget", "retain": "demo:retain", "heldout": "demo:heldout"}
+# What each split is audited for. EL_n (a greedy decode from every divergence point) is the
+# costly metric on a 135M model on CPU, so it is measured where the claim is: the forget set.
+SPLIT_METRICS = {"forget": ["ma", "el", "bleu_icu", "bertscore"], "retain": ["ma", "bleu_icu", "bertscore"],
+                 "heldout": ["ma"]}
 
 
 @dataclass
@@ -34,20 +38,24 @@ class DemoConfig:
     el_n: int = 4  # SmolLM2-135M reproduces short runs, not 10-token stretches (EL_10 is ~0 already)
     # Unlearning settings sized for a 135M model on 2 CPU cores (the ICU paper's lr 5e-6 and
     # batch 8 were tuned for GPT-Neo on a GPU and would need dozens of epochs here).
+    # The run stops on MA alone (Jang et al.'s rule: no more memorized than never-seen text, here
+    # demo:heldout); EL_n is audited before and after, not after every epoch (eval.el=false).
     overrides: list[str] = field(default_factory=lambda: [
         "train.lr=2e-5", "train.batch_size=6", "stop.max_epochs=6", "stop.calibrate_on=demo:heldout",
-        "eval.el_n=4", "eval.ma_region=completion", "eval.el_region=completion",
+        "eval.el=false", "stop.el_threshold=null", "eval.ma_region=completion",
+        # Greedy instead of ICU's 2 beams for refinement's generations: one batch for all six
+        # samples (beam search batches per length) and half the decoding work.
+        "refinement.num_beams=1",
     ])
 
 
-def _audit_split(model, tokenizer, spec: str, el_n: int, bert_scorer) -> dict[str, Any]:
+def _audit_split(model, tokenizer, name: str, el_n: int, bert_scorer) -> dict[str, Any]:
     from obliviate.auditing import audit
-    from obliviate.data.sources import load_data
 
-    result = audit(model, tokenizer, load_data(spec), metrics=["ma", f"el_{el_n}", "bleu_icu", "bertscore",
-                                                                "rougeL_f1"],
-                   el_n=el_n, region="completion", bert_scorer=bert_scorer)
-    return {"spec": spec, "summary": result.summary, "rows": result.rows}
+    metrics = [f"el_{el_n}" if m == "el" else m for m in SPLIT_METRICS[name]]
+    result = audit(model, tokenizer, DEMO_SPLITS[name], metrics=metrics, el_n=el_n, region="completion",
+                   bert_scorer=bert_scorer)
+    return {"spec": DEMO_SPLITS[name], "summary": result.summary, "rows": result.rows}
 
 
 def _audit_all(model, tokenizer, el_n: int, path: Path, bert_scorer) -> dict[str, Any]:
@@ -56,7 +64,7 @@ def _audit_all(model, tokenizer, el_n: int, path: Path, bert_scorer) -> dict[str
 
     if path.is_file():
         return read_json(path)
-    audits = {name: _audit_split(model, tokenizer, spec, el_n, bert_scorer) for name, spec in DEMO_SPLITS.items()}
+    audits = {name: _audit_split(model, tokenizer, name, el_n, bert_scorer) for name in DEMO_SPLITS}
     write_json(path, audits)
     return audits
 

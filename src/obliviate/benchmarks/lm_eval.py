@@ -17,6 +17,7 @@ direction lm-eval declares for each metric.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -96,16 +97,23 @@ def wiki_dataset(**_: Any):
 
 # --------------------------------------------------------------------------- running lm-eval
 
+@functools.lru_cache(maxsize=1)
+def task_manager():
+    """lm-eval's task registry plus obliviate's local tasks (indexing thousands of YAMLs takes seconds: once)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(TASKS_DIR))
+
+
 def run_lm_eval(model, tokenizer, opts: LmEvalOptions) -> EvalResult:
     try:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
     except ImportError:
         raise ObliviateError("lm-eval is not installed: pip install 'obliviate[lm-eval]'") from None
 
     tasks = [t.strip() for t in opts.tasks.split(",") if t.strip()]
-    manager = TaskManager(include_path=str(TASKS_DIR))
+    manager = task_manager()
     known = set(manager.all_tasks)
     missing = [t for t in tasks if t not in known]
     if missing:

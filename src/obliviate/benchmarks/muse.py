@@ -192,7 +192,9 @@ def run_muse(model, tokenizer, opts: MuseOptions) -> EvalResult:
     details: dict[str, Any] = {"source": opts.data or HUB.get(opts.corpus),
                                "rouge": f"rouge-score ROUGE-L F1, stemmer={opts.stemmer}"}
     rows: list[dict[str, Any]] = []
-    vm = load_split(opts, "verbmem", "forget", required=False)
+    # From the hub, verbmem/forget (present in MUSE-News and MUSE-Books) is required: an unreachable hub
+    # then fails here in one clear line instead of every split quietly coming back empty.
+    vm = load_split(opts, "verbmem", "forget", required=opts.data is None)
     if vm:
         metrics["verbmem_f/rougeL_f1"], r = verbmem(model, tokenizer, vm, opts)
         rows += r

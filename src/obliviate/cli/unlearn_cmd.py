@@ -9,7 +9,7 @@ import typer
 
 from obliviate.cli.app import app
 
-METHOD_NAMES = "icu, kumpr (ga), graddiff, kl, npo, simnpo, idkdpo (dpo), llmu"
+METHOD_NAMES = "icu, kumpr (ga), graddiff, kl, npo, simnpo, idkdpo (dpo), llmu, ulmr (the whole recipe)"
 
 
 @app.command("unlearn")

@@ -203,13 +203,32 @@ def accelerate_configs() -> dict[str, tuple[str, str]]:
 
 
 @contextmanager
+def ordinary_modules(acc) -> Iterator[None]:
+    """Models built inside are ordinary, unpartitioned modules, even under ZeRO-3.
+
+    Under ZeRO-3 accelerate registers its DeepSpeed config with transformers, which then builds
+    every ``from_pretrained``/``from_config`` model inside ``deepspeed.zero.Init``: partitioned
+    weights that no DeepSpeed engine manages ("'weight' must be 2-D"), and collective calls that
+    hang when only the main process builds a model (the final model rebuilt for saving).
+    """
+    if acc is None or acc.state.deepspeed_plugin is None or not is_sharded(acc):
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        acc.state.deepspeed_plugin.set_deepspeed_weakref()
+
+
+@contextmanager
 def evaluation_context(acc, model: torch.nn.Module) -> Iterator[None]:
     """What evaluating a sharded (ZeRO-3 / FSDP) model in the middle of training needs.
 
-    * Models loaded inside (BERTScore's backbone, a callback's judge) load as ordinary modules:
-      under ZeRO-3 accelerate registers its DeepSpeed config with transformers, which would build
-      every ``from_pretrained`` model inside ``deepspeed.zero.Init`` -- partitioned weights that
-      no DeepSpeed engine manages ("'weight' must be 2-D").
+    * Models loaded inside (BERTScore's backbone, a callback's judge) load as ordinary modules
+      (``ordinary_modules``).
     * The metrics run under ``torch.inference_mode``; parameters gathered there and kept gathered
       (DeepSpeed's persistent small parameters) become inference tensors that the next training
       forward cannot save for backward. Afterwards they are replaced by ordinary copies.
@@ -217,16 +236,10 @@ def evaluation_context(acc, model: torch.nn.Module) -> Iterator[None]:
     if acc is None or not is_sharded(acc):
         yield
         return
-    deepspeed = acc.state.deepspeed_plugin is not None
-    if deepspeed:
-        from transformers.integrations import unset_hf_deepspeed_config
-
-        unset_hf_deepspeed_config()
     try:
-        yield
+        with ordinary_modules(acc):
+            yield
     finally:
-        if deepspeed:
-            acc.state.deepspeed_plugin.set_deepspeed_weakref()
         for param in model.parameters():
             if param.data.is_inference():
                 param.data = param.data.clone()

@@ -312,6 +312,7 @@ class Engine:
         model = self.acc.unwrap_model(self.prepared)
         with plain_forward(model), dist.evaluation_context(self.acc, model):
             per_sample, means, refined = self._evaluate(model)
+        self.evaluated = per_sample  # this evaluation's per-sample results, for callbacks
         state.before = per_sample
         row: dict[str, Any] = {"epoch": 0}
         if refined is not None and self.refine_cfg.checks_before_training:
@@ -326,6 +327,9 @@ class Engine:
     def _thresholds(self) -> tuple[dict[str, float | None], str]:
         stop, ev = self.stop_cfg, self.eval_cfg
         el_name = f"el_{ev.el_n}"
+        if not ev.el and stop.el_threshold is not None:
+            raise ObliviateError("eval.el=false measures no EL_n, so it cannot stop on it: "
+                                 "set stop.el_threshold=null too")
         if not stop.calibrate_on:
             return {"ma": stop.ma_threshold, el_name: stop.el_threshold}, "configured"
         from obliviate.metrics import extraction_likelihood, memorization_accuracy
@@ -334,9 +338,9 @@ class Engine:
         with plain_forward(model):
             ma = memorization_accuracy(model, heldout, region=ev.ma_region, batch_size=ev.batch_size).value
             el = extraction_likelihood(model, heldout, n=ev.el_n, region=ev.el_region,
-                                       batch_size=ev.el_batch_size).value
+                                       batch_size=ev.el_batch_size).value if ev.el else math.nan
         source = f"calibrated: the original model's means on {stop.calibrate_on} ({len(heldout)} records)"
-        log.info("thresholds %s: MA <= %.4f, %s <= %.4f", source, ma, el_name, el)
+        log.info("thresholds %s: MA <= %.4f%s", source, ma, f", {el_name} <= {el:.4f}" if ev.el else "")
         # "No more memorized than never-seen text": mean <= held-out mean. The rule compares with a
         # strict <, so store the next float up (a held-out EL of exactly 0 is common and would
         # otherwise be a threshold no model can pass).
@@ -475,6 +479,7 @@ class Engine:
         model = self.acc.unwrap_model(self.prepared)
         with plain_forward(model), dist.evaluation_context(self.acc, model):
             per_sample, means, refined = self._evaluate(model)
+        self.evaluated = per_sample
         row: dict[str, Any] = {"epoch": epoch, **train_logs}
         if refined is not None:
             self._apply_refinement(epoch, refined, row)
@@ -484,10 +489,9 @@ class Engine:
         n_active = sum(state.active)
         el_name = f"el_{self.eval_cfg.el_n}"
         if self.stop_cfg.average_over == "active":
-            stop_means = {"ma": mean_over(per_sample["ma"], state.active),
-                          el_name: mean_over(per_sample[el_name], state.active)}
+            stop_means = {k: mean_over(per_sample[k], state.active) for k in ("ma", el_name) if k in per_sample}
         else:
-            stop_means = {"ma": means["ma"], el_name: means[el_name]}
+            stop_means = {k: means[k] for k in ("ma", el_name) if k in means}
         state.stop_reason = stop_reason(epoch, stop_means, state.thresholds, n_active, self.stop_cfg,
                                         self.refiner is not None)
         row.update(active=n_active, time_s=round(time.perf_counter() - started, 2))
@@ -537,13 +541,16 @@ class Engine:
 
         def forget_metrics(examples: list[Encoded]) -> list[tuple[float, float]]:
             ma = memorization_accuracy(model, examples, region=ev.ma_region, batch_size=ev.batch_size)
+            if not ev.el:
+                return [(v, math.nan) for v in ma.per_sample]
             el = extraction_likelihood(model, examples, n=ev.el_n, region=ev.el_region, batch_size=ev.el_batch_size)
             return list(zip(ma.per_sample, el.per_sample))
 
         pairs = self._shared(forget_metrics, forget)
-        per_sample: dict[str, Any] = {"id": [e.id for e in forget], "ma": [p[0] for p in pairs],
-                                      el_name: [p[1] for p in pairs]}
-        means = {"ma": mean_over(per_sample["ma"], None), el_name: mean_over(per_sample[el_name], None)}
+        per_sample: dict[str, Any] = {"id": [e.id for e in forget], "ma": [p[0] for p in pairs]}
+        if ev.el:
+            per_sample[el_name] = [p[1] for p in pairs]
+        means = {k: mean_over(per_sample[k], None) for k in ("ma", el_name) if k in per_sample}
         if ev.retain and self.data.retain:
             def retain_nll(examples: list[Encoded]) -> list[tuple[float, int]]:
                 lps = token_logprobs(model, examples, region="completion", batch_size=ev.batch_size,
@@ -619,7 +626,8 @@ class Engine:
                     unwrapped.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
                     tokenizer.save_pretrained(out)
                 return ExportedModel(None, dist.weights_sha256(get_peft_model_state_dict(unwrapped, state_dict)), fmt)
-            model = lora.rebuild_from_state_dict(unwrapped, state_dict, opts if self.use_lora else None)
+            with dist.ordinary_modules(acc):  # built on the main process alone: no zero.Init
+                model = lora.rebuild_from_state_dict(unwrapped, state_dict, opts if self.use_lora else None)
             if out is not None:
                 save_model(model, tokenizer, out)
             return ExportedModel(model, dist.weights_sha256(model.state_dict()), fmt)

@@ -39,20 +39,25 @@ def generate_completions(model, tokenizer, examples: Sequence[Encoded], *, max_n
     stop = eos_ids(model)
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop:
         stop.append(int(tokenizer.eos_token_id))
+    wanted: list[int] = []  # new tokens per example
     groups: dict[int, list[int]] = defaultdict(list)
     for k, e in enumerate(examples):
         if e.prompt_len < 1:
             raise DataError("<examples>", "has no prompt tokens to generate from (empty prefix and no BOS)",
                             record=e.id or f"#{k}", field="prefix")
-        new = max_new_tokens if max_new_tokens is not None else len(e.ids) - e.prompt_len
-        groups[new].append(k)
+        wanted.append(max_new_tokens if max_new_tokens is not None else len(e.ids) - e.prompt_len)
+        # Greedy rows of different lengths share a batch (generate the longest, cut each row to its
+        # own length: greedy tokens do not depend on how far decoding goes). Beam search does
+        # depend on the length limit, so beams are batched per length.
+        groups[wanted[-1] if num_beams > 1 else 0].append(k)
     # Similar prompt lengths together: less left padding.
-    batches = [(new, ks[s:s + batch_size]) for new, ks in groups.items()
+    batches = [ks[s:s + batch_size] for ks in groups.values()
                for ks in [sorted(ks, key=lambda k: examples[k].prompt_len)] for s in range(0, len(ks), batch_size)]
     device = model_device(model)
     out: list[Generation | None] = [None] * len(examples)
     with evaluating(model):
-        for new, chunk in progress(batches, desc="generate", total=len(batches)):
+        for chunk in progress(batches, desc="generate", total=len(batches)):
+            new = max(wanted[k] for k in chunk)
             prompts = [Encoded(examples[k].ids[:examples[k].prompt_len], examples[k].prompt_len) for k in chunk]
             batch = collate(prompts, pad, padding_side="left").to(device)
             if new < 1:
@@ -63,7 +68,7 @@ def generate_completions(model, tokenizer, examples: Sequence[Encoded], *, max_n
                 gen = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                      generation_config=cfg)[:, batch.input_ids.shape[1]:].cpu()
             for row, k in enumerate(chunk):
-                ids = gen[row].tolist()
+                ids = gen[row, :wanted[k]].tolist()
                 for j, t in enumerate(ids):
                     if t in stop:
                         ids = ids[:j + 1]

@@ -189,9 +189,8 @@ def batched_greedy_continuations(model, sequences: Sequence[Sequence[int]], star
     stop_ids = eos_ids(model) if eos == "stop" else []
     fill = stop_ids[0] if stop_ids else None
     pad = resolve_pad_id(model, pad_id)
-    order = sorted(range(len(sequences)), key=lambda r: (len(sequences[r]), starts[r], r))
     out: list[list[int]] = [[] for _ in sequences]
-    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    chunks = _chunk_rows([len(s) for s in sequences], list(starts), batch_size)
     with evaluating(model):
         for chunk in progress(chunks, desc="EL decode", total=len(chunks)) if show_progress else chunks:
             seqs = [sequences[r] for r in chunk]
@@ -208,6 +207,33 @@ def batched_greedy_continuations(model, sequences: Sequence[Sequence[int]], star
             for j, r in enumerate(chunk):
                 out[r] = tokens[j, starts[r]:len(sequences[r])].tolist()
     return out
+
+
+# Cost of one decoding step in row units: a step streams all the weights once, whatever the
+# number of rows (measured on CPU for 135M fp32: a 1-row step ~ 1/8 of a 64-row step).
+_STEP_OVERHEAD_ROWS = 8
+
+
+def _chunk_rows(lengths: Sequence[int], starts: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Rows decoded together. A chunk runs max(length) - min(start) steps over all its rows, so
+    rows of one sample (sorted by start) go together, and a row of another sample joins only
+    when that is cheaper than opening a new chunk (a short text with an early start would
+    otherwise drag every row of a long text through its teacher-forced columns)."""
+    order = sorted(range(len(lengths)), key=lambda r: (lengths[r], starts[r], r))
+    chunks: list[list[int]] = []
+    first = width = 0
+    for r in order:
+        if chunks and len(chunks[-1]) < batch_size:
+            n, steps = len(chunks[-1]), width - first
+            merged = (n + 1 + _STEP_OVERHEAD_ROWS) * (max(width, lengths[r]) - min(first, starts[r]))
+            apart = (n + _STEP_OVERHEAD_ROWS) * steps + (1 + _STEP_OVERHEAD_ROWS) * (lengths[r] - starts[r])
+            if merged <= apart:
+                chunks[-1].append(r)
+                first, width = min(first, starts[r]), max(width, lengths[r])
+                continue
+        chunks.append([r])
+        first, width = starts[r], lengths[r]
+    return chunks
 
 
 def _decode_rows(model, truth: torch.Tensor, row_starts: torch.Tensor, first: int, width: int,
@@ -227,7 +253,8 @@ def _decode_rows(model, truth: torch.Tensor, row_starts: torch.Tensor, first: in
                 use_cache=True)
     cache = out.past_key_values
     logits = out.logits[:, -1]
-    if uniq.shape[0] != R:
+    # torch.unique sorts: map back to the rows' order even when every prefix is distinct.
+    if uniq.shape[0] != R or not torch.equal(inverse, torch.arange(R, device=device)):
         cache.reorder_cache(inverse)
         logits = logits[inverse]
     tokens = truth.clone()

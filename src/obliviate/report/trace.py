@@ -72,8 +72,22 @@ class TraceRecorder(Callback):
     def on_evaluate(self, engine, epoch: int, model) -> None:
         # A sharded model (FSDP) needs every process in each forward: no main-only generation then.
         if self.examples and engine.acc.is_main_process and not getattr(engine, "sharded", False):
-            self.data["generations"][str(epoch)] = generate_for(model, self.tokenizer, self.examples)
+            texts = self._from_refinement(engine)
+            self.data["generations"][str(epoch)] = texts or generate_for(model, self.tokenizer, self.examples)
         return None
+
+    def _from_refinement(self, engine) -> list[str] | None:
+        """Refinement's greedy continuations of the same prompts, when it made exactly these
+        (greedy, each completion's own length): generating them twice costs minutes on big models."""
+        cfg = getattr(engine, "refine_cfg", None)
+        generated = (getattr(engine, "evaluated", None) or {}).get("generation")
+        if getattr(engine, "refiner", None) is None or cfg is None or not generated:
+            return None
+        if cfg.num_beams != 1 or cfg.max_new_tokens is not None:
+            return None
+        if any(len(e.ids) - e.prompt_len > MAX_NEW_TOKENS for e in self.examples):
+            return None
+        return list(generated[:len(self.examples)])
 
     def on_checkpoint(self, engine, epoch: int) -> None:
         if not engine.acc.is_main_process:
