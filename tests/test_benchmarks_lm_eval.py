@@ -16,8 +16,8 @@ import torch
 
 pytest.importorskip("lm_eval")
 
-from obliviate.benchmarks.lm_eval import LmEvalOptions, mmlu_rows, run_lm_eval, wikipedia_extracts  # noqa: E402
-from obliviate.errors import ObliviateError  # noqa: E402
+from obliviate.benchmarks.lm_eval import LmEvalOptions, mmlu_rows, run_lm_eval, wikipedia_extracts
+from obliviate.errors import ObliviateError
 
 
 @pytest.fixture(scope="module")

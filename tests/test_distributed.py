@@ -10,6 +10,7 @@ the saved model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -151,6 +152,8 @@ def test_two_processes_train_on_different_samples_and_save_what_they_report(two_
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
+                    reason="DeepSpeed is not installed (pip install 'obliviate[deepspeed]')")
 def test_zero3_trains_like_ddp_and_saves_what_it_reports(two_process_run, analogous_file, tmp_path):
     """DeepSpeed ZeRO-3 over gloo: weights sharded, ICU's frozen reference in its own DeepSpeed
     engine, evaluation in lockstep, the final weights gathered on the main process and saved."""

@@ -41,11 +41,15 @@ class DemoConfig:
     # The run stops on MA alone (Jang et al.'s rule: no more memorized than never-seen text, here
     # demo:heldout); EL_n is audited before and after, not after every epoch (eval.el=false).
     overrides: list[str] = field(default_factory=lambda: [
-        "train.lr=2e-5", "train.batch_size=6", "stop.max_epochs=6", "stop.calibrate_on=demo:heldout",
+        "train.lr=3e-5", "train.batch_size=6", "stop.max_epochs=6", "stop.calibrate_on=demo:heldout",
         "eval.el=false", "stop.el_threshold=null", "eval.ma_region=completion",
         # Greedy instead of ICU's 2 beams for refinement's generations: one batch for all six
         # samples (beam search batches per length) and half the decoding work.
         "refinement.num_beams=1",
+        # The paper's rule (BERTScore AND BLEU below their thresholds). The reference code's OR rule
+        # drops every notice after one step here: unsmoothed BLEU-4 of a greedy continuation is 0 as
+        # soon as it leaves the text, long before the notice is no more memorized than unseen text.
+        "refinement.rule=paper",
     ])
 
 
@@ -71,14 +75,16 @@ def _audit_all(model, tokenizer, el_n: int, path: Path, bert_scorer) -> dict[str
 
 # Rows of the before/after table: (split, metric key, label, what a good unlearning does).
 TABLE = [
-    ("forget", "ma", "forget  memorization accuracy", "drops to the held-out level"),
-    ("forget", "el", "forget  extraction likelihood EL_{n}", "drops"),
-    ("forget", "bleu_icu", "forget  BLEU of continuation vs original", "drops"),
-    ("forget", "bertscore_f1", "forget  BERTScore F1 of continuation", "drops"),
-    ("retain", "ma", "retain  memorization accuracy", "stays"),
-    ("retain", "bleu_icu", "retain  BLEU of continuation vs original", "stays"),
-    ("heldout", "ma", "held-out memorization accuracy", "stays"),
+    ("forget", "ma", "forget MA", "drops to the held-out level"),
+    ("forget", "el", "forget EL_{n}", "drops"),
+    ("forget", "bleu_icu", "forget BLEU", "drops"),
+    ("forget", "bertscore_f1", "forget BERTScore F1", "drops"),
+    ("retain", "ma", "retain MA", "stays"),
+    ("retain", "bleu_icu", "retain BLEU", "stays"),
+    ("heldout", "ma", "held-out MA", "stays"),
 ]
+LEGEND = ("MA: memorization accuracy (greedy next token = true token); EL_n: extraction likelihood; "
+          "BLEU / BERTScore: greedy continuation vs the true text.")
 
 
 def build_table(before: dict[str, Any], after: dict[str, Any], el_n: int) -> list[dict[str, Any]]:
@@ -101,6 +107,7 @@ def print_table(rows: list[dict[str, Any]], thresholds: dict[str, Any], seconds:
         table.add_row(r["label"], f"{r['before']:.3f}", f"{r['after']:.3f}", r["goal"])
     console = Console()
     console.print(table)
+    console.print(LEGEND)
     if thresholds:
         shown = ", ".join(f"{k} < {v:.3f}" for k, v in thresholds.items() if isinstance(v, float))
         console.print(f"'forgotten' thresholds (calibrated on held-out text): {shown}")
