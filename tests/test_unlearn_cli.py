@@ -101,7 +101,7 @@ def test_smollm_kill_and_resume_on_cpu(tmp_path):
     exe = Path(sys.executable).with_name("obliviate")
     env = {**os.environ, "OBLIVIATE_QUIET": "1"}
     cmd = [str(exe), "unlearn", "--model", "smollm2-135m", "--forget", "demo:forget", "--method", "kumpr",
-           "--out", str(out), "data.max_forget=2", "train.max_length=56", "stop.max_epochs=2", "train.lr=1e-5",
+           "--out", str(out), "data.max_forget=2", "train.max_length=104", "stop.max_epochs=2", "train.lr=1e-5",
            "stop.el_threshold=null", "stop.ma_threshold=null", "eval.el=false"]
     started = time.time()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
