@@ -16,8 +16,8 @@ retain data for the methods that use one (the retain people *outside* the 20 (mi
 evaluation people, so retain numbers are measured on people no method trained on), and the same
 stopping rule -- Jang et al.'s: stop when the forget set's mean MA and EL_10 are no higher than the
 original model's on never-seen people (``stop.calibrate_on=world:<profile>:holdout``), or at the
-method's own epoch limit. Learning rates are scaled for models of 0.2M-1.3M parameters trained at
-5e-3 (the papers' values are for 125M-8B models and barely move these); see HPARAMS below, printed
+method's own epoch limit. Learning rates are scaled for models of 0.18M-1.6M parameters trained at
+lr 1e-2 / 4e-3 (the papers' values are for 125M-8B models and barely move these); see HPARAMS below, printed
 with the table.
 
 Outputs in ``--out``: the terminal table, ``table1.md``, ``table1.csv`` and ``report.html``
