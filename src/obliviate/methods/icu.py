@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.methods.base import LossOutput, MethodBatch, MethodConfig, MethodSpec, Reference, Requirements
-from obliviate.methods.losses import forward_logits, kl_to_reference, mean_nll, reference_cross_entropy
+from obliviate.methods.losses import forward_logits, kl_term, mean_nll
 
 KL_MODES = ("kl", "reference_ce")
 
@@ -60,8 +60,7 @@ def icu_loss(model: torch.nn.Module, batch: MethodBatch, cfg: ICUConfig, ref: Re
     if cfg.beta:
         with torch.no_grad():
             ref_logits = ref.logits(batch.analogous)
-        true_kl = kl_to_reference(ref_logits, logits, batch.analogous.labels)
-        term = true_kl if cfg.kl == "kl" else reference_cross_entropy(ref_logits, logits)
+        term, true_kl = kl_term(ref_logits, logits, batch.analogous.labels, cfg.kl)
         loss = loss + cfg.beta * term
         logs["kl"] = true_kl.item()
         if cfg.kl != "kl":

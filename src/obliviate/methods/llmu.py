@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from obliviate.methods.base import LossOutput, MethodBatch, MethodConfig, MethodSpec, Reference, Requirements
-from obliviate.methods.losses import forward_logits, kl_to_reference, mean_nll, reference_cross_entropy
+from obliviate.methods.losses import forward_logits, kl_term, mean_nll
 
 
 @dataclass
@@ -51,8 +51,7 @@ def llmu_loss(model: torch.nn.Module, batch: MethodBatch, cfg: LLMUConfig, ref: 
         logits = forward_logits(model, batch.retain)
         with torch.no_grad():
             ref_logits = ref.logits(batch.retain)
-        true_kl = kl_to_reference(ref_logits, logits, batch.retain.labels)
-        term = true_kl if cfg.kl == "kl" else reference_cross_entropy(ref_logits, logits)
+        term, true_kl = kl_term(ref_logits, logits, batch.retain.labels, cfg.kl)
         loss = loss + cfg.retain_weight * term
         logs["retain_kl"] = true_kl.item()
     return LossOutput(loss, logs)

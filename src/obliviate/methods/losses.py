@@ -72,6 +72,14 @@ def reference_cross_entropy(ref_logits: torch.Tensor, logits: torch.Tensor) -> t
     return -(p * torch.log(q + 1e-12)).sum(-1).mean()
 
 
+def kl_term(ref_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+            kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the term to train on, the true KL for the logs): ``kind="kl"`` trains on the true KL,
+    otherwise on the reference code's cross-entropy (``reference_cross_entropy``)."""
+    true_kl = kl_to_reference(ref_logits, logits, labels)
+    return (true_kl if kind == "kl" else reference_cross_entropy(ref_logits, logits)), true_kl
+
+
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
     """Negative Preference Optimization (Zhang et al. 2024, eq. 3), mean over the batch:
     -(2/beta) * log sigmoid(-beta * (log pi_theta(y|x) - log pi_ref(y|x)))."""

