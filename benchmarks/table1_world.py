@@ -79,9 +79,9 @@ def training_data(profile: str, out: Path) -> tuple[str, str]:
 def evaluate(model_spec: str, out: Path, label: str, *, reference: bool, eval_limit: int | None,
              origin: str | None = None) -> Path:
     """``obliviate eval --benchmark world`` (reused when its eval.json exists)."""
-    from obliviate.benchmarks.base import EVAL_FILE, write_eval
-    from obliviate.benchmarks.tofu import WorldOptions, run_world
     from obliviate.models import load_model
+    from obliviate.protocols.base import EVAL_FILE, write_eval
+    from obliviate.protocols.tofu import WorldOptions, run_world
 
     if (out / EVAL_FILE).is_file():
         return out

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from obliviate.benchmarks.base import EvalResult, read_eval, write_eval
 from obliviate.compare import build_table, compare, format_value, load_rows, to_csv, to_markdown, to_rich
 from obliviate.errors import ObliviateError
+from obliviate.protocols.base import EvalResult, read_eval, write_eval
 
 # ICU paper, Table I, 125M block; "NEO (before unlearning)" is the reference row. KUMPR's PPLs print
 # as ">1000" in the paper: any value above 1000 counts as 1000 in the normalisation.

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obliviate.benchmarks.base import EVAL_FILE, read_eval
-from obliviate.benchmarks.columns import arrow, column_direction
 from obliviate.errors import ObliviateError
 from obliviate.metrics.registry import register_metric
+from obliviate.protocols.base import EVAL_FILE, read_eval
+from obliviate.protocols.columns import arrow, column_direction
 
 SUMMARY_FILE, ULMR_FILE = "summary.json", "ulmr.json"
 RUN_KEYS = ("ma", "el_", "retain_ppl", "retain_nll")  # summary keys shown as run/<key>

@@ -41,12 +41,12 @@ def eval_command(
 
     from rich.console import Console
 
-    from obliviate.benchmarks import get_benchmark
-    from obliviate.benchmarks.base import EVAL_FILE, write_eval
     from obliviate.compare import is_run_dir, run_label
     from obliviate.config import load_config
     from obliviate.errors import ObliviateError
     from obliviate.models import load_model
+    from obliviate.protocols import get_benchmark
+    from obliviate.protocols.base import EVAL_FILE, write_eval
     from obliviate.utils import default_device
 
     spec, extra = get_benchmark(benchmark)
@@ -92,8 +92,8 @@ def _origin(run_dir: Path | None) -> str | None:
 def _print(console, result, name: str, out: Path | None) -> None:
     from rich.table import Table
 
-    from obliviate.benchmarks.columns import arrow
     from obliviate.compare import format_value
+    from obliviate.protocols.columns import arrow
 
     table = Table(title=f"{result.benchmark}: {name} ({result.seconds:.0f} s)")
     table.add_column("metric")

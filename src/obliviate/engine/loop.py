@@ -42,8 +42,8 @@ from obliviate.engine.reference import (
     AdapterReference,
     FrozenReference,
     frozen_copy,
+    precompute_sequence_logprobs,
     prepare_frozen,
-    sequence_logprobs,
 )
 from obliviate.engine.stopping import mean_over, stop_reason
 from obliviate.errors import ObliviateError
@@ -296,7 +296,7 @@ class Engine:
             model = self.acc.unwrap_model(self.prepared)
 
             def logprobs(chunk: list[Encoded], model=model) -> list[float]:
-                return sequence_logprobs(model, chunk, self.pad_id, self.region, self.eval_cfg.batch_size,
+                return precompute_sequence_logprobs(model, chunk, self.pad_id, self.region, self.eval_cfg.batch_size,
                                          self.acc.device, self.acc.autocast).tolist()
 
             cache[part] = torch.tensor(self._shared(logprobs, examples), dtype=torch.float32)

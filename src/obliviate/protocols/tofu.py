@@ -37,9 +37,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from obliviate.benchmarks.base import EvalResult
 from obliviate.data.records import QARecord
 from obliviate.errors import DataError, ObliviateError
+from obliviate.protocols.base import EvalResult
 
 TOFU_SPLITS = ("forget", "retain", "real_authors", "world_facts")
 TOFU_FILES = {"retain": "retain_perturbed", "real_authors": "real_authors_perturbed",
@@ -359,8 +359,8 @@ def _reference_cache(profile: str, reference: str, opts: WorldOptions) -> Path:
 
 def world_reference(profile: str, opts: WorldOptions) -> Path:
     """The exact-retrain model's evaluation folder: computed once and cached."""
-    from obliviate.benchmarks.base import EVAL_FILE, write_eval
     from obliviate.models import load_model
+    from obliviate.protocols.base import EVAL_FILE, write_eval
     from obliviate.utils import default_device
 
     reference = opts.reference_model or reference_model_name(profile)
@@ -381,9 +381,9 @@ def world_reference(profile: str, opts: WorldOptions) -> Path:
 
 
 def run_world(model, tokenizer, opts: WorldOptions, *, model_spec: str | None = None) -> EvalResult:
-    from obliviate.benchmarks.base import read_eval
     from obliviate.metrics.mia import privleak
     from obliviate.metrics.tofu import load_tofu_logs
+    from obliviate.protocols.base import read_eval
 
     profile = world_profile_of(model_spec, model) if opts.profile == "auto" else opts.profile
     metrics, logs, details, rows, _ = _world_core(model, tokenizer, profile, opts)

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from obliviate.benchmarks.base import read_eval, read_per_sample, write_eval
-from obliviate.benchmarks.muse import MuseOptions, _cut, run_muse
-from obliviate.benchmarks.rwku import (
+from obliviate.errors import DataError, ObliviateError
+from obliviate.protocols.base import read_eval, read_per_sample, write_eval
+from obliviate.protocols.muse import MuseOptions, _cut, run_muse
+from obliviate.protocols.rwku import (
     RwkuOptions,
     mean_loss,
     ngram_entropy,
@@ -27,7 +28,6 @@ from obliviate.benchmarks.rwku import (
     run_rwku,
     target_folder,
 )
-from obliviate.errors import DataError, ObliviateError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MUSE = FIXTURES / "muse"

@@ -7,10 +7,10 @@ import json
 import pytest
 from scipy.stats import hmean, ks_2samp
 
-from obliviate.benchmarks.base import read_eval, read_per_sample
-from obliviate.benchmarks.tofu import TofuOptions, WorldOptions, run_tofu, run_world, world_reference
 from obliviate.errors import ObliviateError
 from obliviate.metrics.tofu import load_tofu_logs, log_ratios
+from obliviate.protocols.base import read_eval, read_per_sample
+from obliviate.protocols.tofu import TofuOptions, WorldOptions, run_tofu, run_world, world_reference
 
 LIMIT = 8  # items per split: quick, and the cached reference evaluation is keyed by it
 

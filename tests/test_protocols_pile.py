@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from obliviate.benchmarks.base import read_eval, read_per_sample
+from obliviate.protocols.base import read_eval, read_per_sample
 
 LIMIT = 3  # forget-set rows evaluated
 
@@ -110,9 +110,9 @@ def test_cli_pile_protocol_on_a_tiny_gpt2(pile, tiny_gpt2, tmp_path):
 
 
 def test_pile_options_are_checked(pile, tiny_gpt2, monkeypatch):
-    from obliviate.benchmarks.pile import PileOptions, run_pile
     from obliviate.errors import ObliviateError
     from obliviate.models import load_model
+    from obliviate.protocols.pile import PileOptions, run_pile
 
     model, tok = load_model(tiny_gpt2)
     with pytest.raises(ObliviateError, match="set must be 0-4"):

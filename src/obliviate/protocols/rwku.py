@@ -44,8 +44,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from obliviate.benchmarks.base import EvalResult
 from obliviate.errors import DataError, ObliviateError
+from obliviate.protocols.base import EvalResult
 
 HUB_ID = "jinzhuoran/RWKU"
 PROBES = {"forget_fb": ("forget_level1", "1"), "forget_qa": ("forget_level2", "2"), "forget_aa": ("forget_level3", "3"),

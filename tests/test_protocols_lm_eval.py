@@ -16,8 +16,8 @@ import torch
 
 pytest.importorskip("lm_eval")
 
-from obliviate.benchmarks.lm_eval import LmEvalOptions, mmlu_rows, run_lm_eval, wikipedia_extracts
 from obliviate.errors import ObliviateError
+from obliviate.protocols.lm_eval import LmEvalOptions, mmlu_rows, run_lm_eval, wikipedia_extracts
 
 
 @pytest.fixture(scope="module")

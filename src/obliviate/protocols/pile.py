@@ -33,8 +33,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from obliviate.benchmarks.base import EvalResult
 from obliviate.errors import ObliviateError
+from obliviate.protocols.base import EvalResult
 
 THRESHOLDS = {"icu": (0.5994, 0.0499), "kumpr": (0.2994, 0.0499)}
 
@@ -128,8 +128,8 @@ def run_pile(model, tokenizer, opts: PileOptions) -> EvalResult:
         per["below_thresholds"] = below
 
     if opts.wiki_docs > 0:
-        from obliviate.benchmarks.lm_eval import wikipedia_extracts
         from obliviate.metrics.perplexity import perplexity
+        from obliviate.protocols.lm_eval import wikipedia_extracts
 
         docs = wikipedia_extracts(opts.wiki_docs)
         metrics["wiki/ppl"] = perplexity(model, tokenizer, docs, batch_size=opts.batch_size).value

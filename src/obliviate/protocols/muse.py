@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from obliviate.benchmarks.base import EvalResult
 from obliviate.errors import DataError, ObliviateError
+from obliviate.protocols.base import EvalResult
 
 HUB = {"news": "muse-bench/MUSE-News", "books": "muse-bench/MUSE-Books"}
 STOPS = ("\n\n", "\nQuestion", "Question:")
@@ -185,8 +185,8 @@ def privleak_auc(model, tokenizer, forget: list[dict[str, Any]], holdout: list[d
 
 
 def run_muse(model, tokenizer, opts: MuseOptions) -> EvalResult:
-    from obliviate.benchmarks.base import read_eval
     from obliviate.metrics.mia import MUSE_RETAIN_AUC, privleak
+    from obliviate.protocols.base import read_eval
 
     metrics: dict[str, float] = {}
     details: dict[str, Any] = {"source": opts.data or HUB.get(opts.corpus),

