@@ -65,11 +65,9 @@ def audit(model, tokenizer, records: Sequence[Record] | str | Path, *, metrics: 
     ``retain_results`` (a retain model's saved ``tofu_log.json`` or TOFU ``eval_log_aggregated.json``)
     adds TOFU's forget quality for QA records with perturbed answers.
     """
-    if isinstance(records, str | Path):  # a data spec: a file or a built-in name such as "demo:forget"
-        from obliviate.data.sources import load_data
+    from obliviate.data.sources import as_records
 
-        records = load_data(records)
-    records = list(records)
+    records = as_records(records)  # a data spec ("demo:forget", a file), a datasets.Dataset or records
     if not records:
         raise ObliviateError("nothing to audit: no records")
     chosen = parse_metrics(metrics)

@@ -165,11 +165,11 @@ def config_yaml(cfg: UnlearnConfig) -> str:
 # --------------------------------------------------------------------------- data
 
 def _records(spec_or_records: Any, what: str, limit: int | None = None) -> list:
-    from obliviate.data.sources import load_data
+    from obliviate.data.sources import as_records
 
     if spec_or_records is None:
         return []
-    records = list(spec_or_records) if not isinstance(spec_or_records, str | Path) else load_data(spec_or_records)
+    records = as_records(spec_or_records)
     if limit is not None:
         records = records[:limit]
     if not records:
@@ -194,7 +194,8 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
     """Unlearn ``forget`` from ``model`` with ``method`` and return the unlearned model.
 
     ``model``: a model spec (``"smollm2-135m"``, a folder, a .gguf) or a loaded model (then pass
-    ``tokenizer``). ``forget``/``retain``/``analogous``/``pool``: data specs or lists of records.
+    ``tokenizer``). ``forget``/``retain``/``analogous``/``pool``: data specs, ``datasets.Dataset``s or
+    lists of records.
     ``out``: the run folder (None: nothing is written, no checkpoints). ``config``: a YAML file,
     a shipped config name (``"icu"``), a dict or an ``UnlearnConfig``; ``overrides``: dotted
     ``key=value`` strings. ``resume``: continue the run in ``out`` from its last checkpoint.

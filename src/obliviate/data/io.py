@@ -156,9 +156,15 @@ def load_records(path: str | os.PathLike, *, kind: type | None = None, allow_emp
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
+    return parse_records(_iter_raw(path), path=path, kind=kind, allow_empty=allow_empty)
+
+
+def parse_records(rows: Iterable[tuple[str, Any]], *, path: object, kind: type | None = None,
+                  allow_empty: bool = False) -> list[Record]:
+    """Records from (location, raw mapping) pairs: every row parsed, ids unique, ``kind`` enforced."""
     records: list[Record] = []
     seen: dict[str, str] = {}
-    for i, (where, raw) in enumerate(_iter_raw(path)):
+    for i, (where, raw) in enumerate(rows):
         rec = parse_record(raw, path=path, where=where, index=i)
         if kind is not None and not isinstance(rec, kind):
             want = "prefix/target text" if kind is TextRecord else "question/answer"

@@ -1,12 +1,16 @@
 """Data specs: wherever a command asks for data it accepts a file or a built-in name.
 
-* a file: ``forget.jsonl`` / ``.json`` / ``.csv`` (see ``io.load_records``)
+* a file: ``forget.jsonl`` / ``.json`` / ``.csv`` (see ``io.load_records``) or ``.parquet``
+* a folder written by ``datasets``' ``save_to_disk`` (a ``DatasetDict``'s split: ``folder/<split>``)
+* ``hf:<repo>[:<config>[:<split>]]``: a Hugging Face hub dataset, e.g. ``hf:locuslab/TOFU:forget10``
+  (split ``train`` by default; offline, only a copy already in the datasets cache loads)
 * ``demo:<split>``: the built-in demo sets shipped with the package (``obliviate/builtin/demo``)
 * ``world:<profile>:<split>``: the synthetic world (``obliviate.world``), e.g. ``world:full:forget``
 * ``pile:<set>[@<folder>]``: a pile-extraction forget set (0-4) from the benchmark folder
   (default ``$OBLIVIATE_PILE_DIR``), e.g. ``pile:0@../shared/data/pile-extraction``
 
-``obliviate data list`` prints the built-in names.
+``obliviate data list`` prints the built-in names. In Python, ``as_records`` also takes a
+``datasets.Dataset`` or a list of records. Field names map the same way in every form (``data.io``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import os
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+from obliviate.data import hf
 from obliviate.data.io import load_records
 from obliviate.data.records import Record
 from obliviate.errors import ObliviateError
@@ -63,15 +69,29 @@ def _pile(rest: str) -> list[Record]:
 register_source("demo", _demo, "built-in demo sets (demo:forget, demo:retain, demo:heldout, demo:pool)")
 register_source("world", _world, "synthetic world, world:<micro|full>:<split>")
 register_source("pile", _pile, "pile-extraction forget set, pile:<0-4>@<folder>")
+register_source("hf", hf.load_hub_dataset, "Hugging Face hub dataset, hf:<repo>[:<config>[:<split>]] (needs network)")
 
 
 def load_data(spec: str | os.PathLike) -> list[Record]:
-    """Records from a file path or a built-in spec (``demo:forget``, ``world:full:forget``, ...)."""
+    """Records from a file, a saved dataset folder or a named spec (``demo:forget``, ``hf:locuslab/TOFU:forget10``)."""
     text = str(spec)
     prefix, sep, rest = text.partition(":")
     if sep and prefix in _SOURCES and not Path(text).exists():
         return _SOURCES[prefix][0](rest)
+    if text.lower().endswith(".parquet"):
+        return hf.load_parquet(text)
+    if hf.is_saved_dataset(text):
+        return hf.load_saved_dataset(text)
     return load_records(text)
+
+
+def as_records(data: Any) -> list[Record]:
+    """Records from a data spec (see ``load_data``), a ``datasets.Dataset`` or an iterable of records."""
+    if isinstance(data, str | os.PathLike):
+        return load_data(data)
+    if hf.is_dataset(data):
+        return hf.records_from_dataset(data)
+    return list(data)
 
 
 def describe_sources() -> str:
