@@ -17,6 +17,7 @@ The run folder (``out``) holds::
     analogous.jsonl      ICU's analogous samples + neighbors.json (how the builder chose them)
     trace.json           greedy continuations of a few forget prompts per epoch, samples below thresholds
     report.html          the HTML report (obliviate.report), written when the run finishes
+    lineage.json         the chain of deletion requests back to the original model (obliviate.lineage)
     checkpoints/         the latest epoch's checkpoint (removed when the run finishes, unless kept)
 
 An existing run folder is never overwritten: pass ``resume=True`` to continue it (after a kill)
@@ -36,6 +37,7 @@ from typing import Any
 from obliviate.engine import Callback
 from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
 from obliviate.errors import ObliviateError
+from obliviate.lineage import LineageConfig, Plan, parent_run, plan_request, write_lineage
 from obliviate.methods.base import MethodConfig
 from obliviate.refinement import RefinementConfig
 
@@ -87,6 +89,7 @@ class UnlearnConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     method_args: MethodConfig = field(default_factory=MethodConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    lineage: LineageConfig = field(default_factory=LineageConfig)
     keep_checkpoints: int = 1  # newest checkpoints kept while running
     keep_final_checkpoint: bool = False  # keep checkpoints/ once the run has finished
 
@@ -190,7 +193,7 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
             analogous: Any = None, pool: Any = None, out: str | Path | None = None,
             config: str | Path | UnlearnConfig | dict | None = None, overrides: Sequence[str] = (),
             resume: bool = False, overwrite: bool = False, tokenizer: Any = None,
-            callbacks: Sequence[Any] = ()) -> UnlearnResult:
+            callbacks: Sequence[Any] = (), after: str | Path | None = None) -> UnlearnResult:
     """Unlearn ``forget`` from ``model`` with ``method`` and return the unlearned model.
 
     ``model``: a model spec (``"smollm2-135m"``, a folder, a .gguf) or a loaded model (then pass
@@ -199,11 +202,16 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
     ``out``: the run folder (None: nothing is written, no checkpoints). ``config``: a YAML file,
     a shipped config name (``"icu"``), a dict or an ``UnlearnConfig``; ``overrides``: dotted
     ``key=value`` strings. ``resume``: continue the run in ``out`` from its last checkpoint.
+    ``after``: a finished run folder to continue (a run folder given as ``model`` means the same);
+    the new run records the chain of requests in ``lineage.json`` (``obliviate.lineage``).
     """
     from obliviate.rundir import prepare_run_dir
 
     if resume and overwrite:
         raise ObliviateError("choose either resume or overwrite, not both")
+    if resume and after is not None:
+        raise ObliviateError("a resumed run keeps the parent in its config.yaml; drop --after")
+    model, after = parent_run(model, after)
     pipeline = _pipeline(method, config, overrides, out, resume)
     if pipeline is not None:  # a recipe of several runs (ULMR): it manages its own run folder
         pipeline_fn, cfg = pipeline
@@ -212,17 +220,20 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
         for key, value in (("forget", forget), ("retain", retain)):
             if value is not None:
                 setattr(cfg.data, key, _spec_name(value))
-        return pipeline_fn(cfg, model=model if model is not None else cfg.model,
-                           forget=forget if forget is not None else cfg.data.forget,
-                           retain=retain if retain is not None else cfg.data.retain, out=out, resume=resume,
-                           overwrite=overwrite, tokenizer=tokenizer, callbacks=callbacks)
+        if after is not None:
+            cfg.lineage.after = after
+        plan = _plan(cfg, forget, Path(out) if out is not None else None)
+        result = pipeline_fn(cfg, model=model if model is not None else cfg.model, forget=plan.records,
+                             retain=retain if retain is not None else cfg.data.retain, out=out, resume=resume,
+                             overwrite=overwrite, tokenizer=tokenizer, callbacks=callbacks)
+        _write_lineage(result.run_dir, plan)
+        return result
     from obliviate.engine.distributed import on_main
 
     run_dir: Path | None = None
-    if out is not None:
-        mode = "resume" if resume else "overwrite" if overwrite else "new"
+    if out is not None and resume:
         # One process checks and prepares the folder; the others get its answer (or its error).
-        run_dir = on_main(lambda: prepare_run_dir(out, mode, marker=CONFIG_FILE))
+        run_dir = on_main(lambda: prepare_run_dir(out, "resume", marker=CONFIG_FILE))
     elif resume:
         raise ObliviateError("resume needs the run folder (out=...)")
 
@@ -242,15 +253,43 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
         for key, value in (("forget", forget), ("retain", retain), ("analogous", analogous), ("pool", pool)):
             if value is not None:
                 setattr(cfg.data, key, _spec_name(value))
+        if after is not None:
+            cfg.lineage.after = after
     if cfg.model is None and model is None:
         raise ObliviateError("no model given (--model)")
     if cfg.data.forget is None and forget is None:
         raise ObliviateError("no forget set given (--forget)")
+    # Inputs are checked (the overlap policy may refuse the request) before the run folder is made.
+    plan = _plan(cfg, forget, Path(out) if out is not None else None)
+    if out is not None and not resume:
+        run_dir = on_main(lambda: prepare_run_dir(out, "overwrite" if overwrite else "new", marker=CONFIG_FILE))
     if run_dir is not None and not resume and _is_main_process():
         from obliviate.data.io import atomic_write_text
 
         atomic_write_text(run_dir / CONFIG_FILE, config_yaml(cfg))
-    return _run(cfg, model, tokenizer, forget, retain, analogous, pool, run_dir, resume, callbacks)
+    result = _run(cfg, model, tokenizer, plan.records, retain, analogous, pool, run_dir, resume, callbacks)
+    _write_lineage(run_dir, plan)
+    return result
+
+
+def _plan(cfg: UnlearnConfig, forget: Any, run_dir: Path | None) -> Plan:
+    """The forget records this request unlearns (the lineage's overlap policy) and its lineage."""
+    if cfg.lineage.after:
+        cfg.model = str(Path(cfg.lineage.after) / "model")
+    records = _records(forget if forget is not None and not isinstance(forget, str | Path) else cfg.data.forget,
+                       "forget", cfg.data.max_forget)
+    if not records:
+        raise ObliviateError("no forget set given (--forget)")
+    plan = plan_request(records, run_dir=run_dir, method=cfg.method, forget=cfg.data.forget,
+                        max_forget=cfg.data.max_forget, origin=cfg.model, cfg=cfg.lineage)
+    if plan.message:
+        log.warning(plan.message)
+    return plan
+
+
+def _write_lineage(run_dir: Path | None, plan: Plan) -> None:
+    if run_dir is not None and _is_main_process():
+        write_lineage(run_dir, plan.lineage)
 
 
 def _pipeline(method: str | None, config: Any, overrides: Sequence[str], out: str | Path | None,
