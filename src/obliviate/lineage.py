@@ -40,6 +40,10 @@ FORMAT = "obliviate-lineage/1"
 OVERLAP_POLICIES = ("skip", "again")
 
 
+class NothingToUnlearn(ObliviateError):
+    """A request whose every record an earlier request already unlearned (``overlap=skip``)."""
+
+
 @dataclass
 class LineageConfig:
     """``lineage``: which run this one continues, and what to do with records unlearned before."""
@@ -165,7 +169,7 @@ def plan_request(records: Sequence[Record], *, run_dir: str | Path | None, metho
                  max_forget: int | None, origin: str | None, cfg: LineageConfig) -> Plan:
     """Apply the overlap policy to a new request and build its lineage (nothing is written).
 
-    Raises ``ObliviateError`` for a request with nothing new to unlearn under ``overlap=skip``.
+    Raises ``NothingToUnlearn`` for a request with nothing new to unlearn under ``overlap=skip``.
     """
     cfg.check()
     parent = read_lineage(cfg.after) if cfg.after else None
@@ -187,7 +191,7 @@ def plan_request(records: Sequence[Record], *, run_dir: str | Path | None, metho
         same = next((k for k, req in enumerate(earlier, start=1) if req.forget_sha256 == digest), None)
         why = (f"it is identical to request {same} ({earlier[same - 1].run})" if same else
                f"every record was already unlearned by request(s) {', '.join(sorted(overlap, key=int))}")
-        raise ObliviateError(f"{name}: nothing to unlearn after {cfg.after}: {why}; "
+        raise NothingToUnlearn(f"{name}: nothing to unlearn after {cfg.after}: {why}; "
                              "pass lineage.overlap=again to unlearn these records again")
     if overlap:
         done = sum(overlap.values())
@@ -220,5 +224,5 @@ def origin_model(run_dir: str | Path) -> str | None:
     return read_lineage(run_dir).origin
 
 
-__all__ = ["LINEAGE_FILE", "Lineage", "LineageConfig", "Plan", "Request", "is_run_folder", "origin_model",
+__all__ = ["LINEAGE_FILE", "Lineage", "LineageConfig", "NothingToUnlearn", "Plan", "Request", "is_run_folder", "origin_model",
            "parent_run", "plan_request", "read_lineage", "record_hash", "set_hash", "write_lineage"]

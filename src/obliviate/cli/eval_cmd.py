@@ -80,9 +80,12 @@ def eval_command(
 
 
 def _origin(run_dir: Path | None) -> str | None:
-    """The model a run folder started from (summary.json / ulmr.json)."""
+    """The model a run folder's chain of requests started from (lineage.json, summary.json / ulmr.json)."""
     from obliviate.data.io import read_json
+    from obliviate.lineage import origin_model
 
+    if run_dir is not None and origin_model(run_dir):
+        return origin_model(run_dir)
     for name in ("summary.json", "ulmr.json"):
         if run_dir is not None and (run_dir / name).is_file():
             return read_json(run_dir / name).get("model")

@@ -17,7 +17,7 @@ def unlearn_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder (config, model, metrics, checkpoints)")],
     overrides: Annotated[list[str] | None, typer.Argument(
         metavar="[KEY=VALUE]...", help="config overrides, e.g. train.lr=1e-5 stop.max_epochs=5 method_args.alpha=0.3")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL: built-in name, folder, .gguf or hub id")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL: built-in name, folder, .gguf, hub id, or a run folder to continue")] = None,
     forget: Annotated[str | None, typer.Option("--forget", "-f", help="forget set: a file or a built-in name (demo:forget, ...)")] = None,
     retain: Annotated[str | None, typer.Option("--retain", "-r", help="retain set (graddiff, kl, npo, simnpo, idkdpo, llmu need one)")] = None,
     analogous: Annotated[str | None, typer.Option(help="ICU: one analogous record per forget record, in the same order")] = None,
@@ -26,12 +26,15 @@ def unlearn_command(
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config, or a shipped one by method name (icu, kumpr, ...)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing run in --out")] = False,
+    after: Annotated[str | None, typer.Option("--after", help="continue this finished run's model (a run folder as "
+                                              "--model does the same); lineage.json records the chain of requests")] = None,
 ) -> None:
     """Make MODEL forget the --forget set with one unlearning method; writes a run folder."""
     from obliviate.unlearning import unlearn
 
     result = unlearn(model, forget, method=method, retain=retain, analogous=analogous, pool=pool, out=out,
-                     config=config, overrides=list(overrides or []), resume=resume, overwrite=overwrite)
+                     config=config, overrides=list(overrides or []), resume=resume, overwrite=overwrite,
+                     after=after)
     from obliviate.engine.distributed import is_main_process
 
     if not is_main_process():  # under `accelerate launch`, one report is enough

@@ -1,0 +1,54 @@
+"""``obliviate history``: the chain of deletion requests behind a run, and how each earlier
+forget set, the retain data and utility fared after every request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from obliviate.cli.app import app
+
+
+@app.command("history")
+def history_command(
+    run: Annotated[Path, typer.Argument(help="a run folder of `obliviate unlearn`")],
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="measure every request's forget set, retain and utility "
+                                           "on this run's model and the original (RUN/eval/cumulative)")] = False,
+    heldout: Annotated[str | None, typer.Option(help="never-seen records: calibrates the 'forgotten' rule "
+                                                "(e.g. world:micro:holdout)")] = None,
+    retain: Annotated[str | None, typer.Option(help="retain records to check (e.g. world:micro:retain_eval)")] = None,
+    utility: Annotated[str | None, typer.Option(help="general-utility records (e.g. world:micro:world_facts)")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="redo an existing cumulative evaluation")] = False,
+) -> None:
+    """Print RUN's chain of requests (parent runs, forget sets, hashes, overlaps) and the cumulative
+    evaluations saved along it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from obliviate.lineage import read_lineage
+    from obliviate.recipes.stream import CumulativeConfig, chain_curve, curve_table, evaluate_cumulative
+
+    console = Console()
+    lineage = read_lineage(run)
+    if evaluate:
+        evaluate_cumulative(run, CumulativeConfig(heldout=heldout, retain=retain, utility=utility), overwrite=overwrite)
+    table = Table(title=f"{run}: {len(lineage.requests)} request(s) after {lineage.origin}")
+    for name in ("#", "run", "method", "forget", "records", "unlearned", "already unlearned by", "sha256"):
+        table.add_column(name)
+    for k, req in enumerate(lineage.requests, start=1):
+        overlap = ", ".join(f"#{j}: {n}" for j, n in sorted(req.overlap.items(), key=lambda kv: int(kv[0])))
+        table.add_row(str(k), req.run, req.method, str(req.forget), str(req.n_requested), str(req.n_unlearned),
+                      overlap, req.forget_sha256[:12])
+    console.print(table)
+    header, rows = curve_table(chain_curve(run))
+    if rows:
+        curve = Table(title="cumulative evaluation (MA of each forget set, ✓ = below the calibrated thresholds)")
+        for name in header:
+            curve.add_column(name, justify="right")
+        for row in rows:
+            curve.add_row(*row)
+        console.print(curve)
+    elif not evaluate:
+        console.print("[dim]no cumulative evaluation saved; add --evaluate --heldout SPEC --retain SPEC[/dim]")

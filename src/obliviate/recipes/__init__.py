@@ -1,0 +1,1 @@
+"""Workflows of several runs built on ``obliviate.unlearn`` (one module each)."""
