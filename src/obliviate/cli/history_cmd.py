@@ -34,14 +34,13 @@ def history_command(
     lineage = read_lineage(run)
     if evaluate:
         evaluate_cumulative(run, CumulativeConfig(heldout=heldout, retain=retain, utility=utility), overwrite=overwrite)
-    table = Table(title=f"{run}: {len(lineage.requests)} request(s) after {lineage.origin}")
-    for name in ("#", "run", "method", "forget", "records", "unlearned", "already unlearned by", "sha256"):
-        table.add_column(name)
+    # Plain lines, not a table: run folders and data specs are long paths that must stay whole.
+    print(f"{run}: {len(lineage.requests)} request(s) after {lineage.origin}")
     for k, req in enumerate(lineage.requests, start=1):
         overlap = ", ".join(f"#{j}: {n}" for j, n in sorted(req.overlap.items(), key=lambda kv: int(kv[0])))
-        table.add_row(str(k), req.run, req.method, str(req.forget), str(req.n_requested), str(req.n_unlearned),
-                      overlap, req.forget_sha256[:12])
-    console.print(table)
+        print(f"  #{k} {req.run}  {req.method}  forget={req.forget}  {req.n_requested} record(s), "
+              f"{req.n_unlearned} unlearned{f' (already unlearned by {overlap})' if overlap else ''}  "
+              f"sha256 {req.forget_sha256[:12]}")
     header, rows = curve_table(chain_curve(run))
     if rows:
         curve = Table(title="cumulative evaluation (MA of each forget set, ✓ = below the calibrated thresholds)")
