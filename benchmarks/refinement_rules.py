@@ -36,9 +36,9 @@ def main() -> None:
     import obliviate
     from obliviate.data.encode import encode_records
     from obliviate.data.sources import load_data
+    from obliviate.engine.refinement import Refinement, RefinementConfig
     from obliviate.models import load_model
     from obliviate.neighbors import build_analogous
-    from obliviate.refinement import Refinement, RefinementConfig
 
     model, tok = load_model(f"world-{args.profile}-target")
     forget = load_data(f"world:{args.profile}:{args.forget}")

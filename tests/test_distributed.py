@@ -186,8 +186,8 @@ from obliviate.engine import Callback
 
 
 class KillAfterFirstEpoch(Callback):
-    def on_checkpoint(self, engine, epoch):
-        if epoch == 1:  # both processes stop right after the first checkpoint is complete
+    def on_checkpoint(self, args, report, control, **kwargs):
+        if report.epoch == 1:  # both processes stop right after the first checkpoint is complete
             raise SystemExit(3)
 
 

@@ -4,18 +4,19 @@ run-folder safety, config precedence. Real runs on the synthetic micro world (se
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
 import torch
 
 import obliviate
-from obliviate.engine import Callback, Engine, EvalConfig, StopConfig, TrainConfig, UnlearnData
+from obliviate.engine import Callback, Engine, EpochUpdate, EvalConfig, StopConfig, TrainConfig, UnlearnData
 from obliviate.engine.data import EpochSampler
+from obliviate.engine.refinement import RefinementConfig, is_forgotten, next_active
 from obliviate.engine.stopping import ALL_FORGOTTEN, MAX_EPOCHS, THRESHOLDS, mean_over, stop_reason
 from obliviate.errors import ObliviateError
 from obliviate.methods import get_method
-from obliviate.refinement import RefinementConfig, is_forgotten, next_active
 from obliviate.unlearning import build_config, shipped_config
 
 FAST = ["train.lr=1e-3", "train.gradient_accumulation_steps=1", "train.scheduler=constant", "train.batch_size=8",
@@ -37,8 +38,8 @@ class KillAfter(Callback):
     def __init__(self, epoch: int):
         self.epoch = epoch
 
-    def on_checkpoint(self, engine, epoch):
-        if epoch == self.epoch:
+    def on_checkpoint(self, args, report, control, **kwargs):
+        if report.epoch == self.epoch:
             raise KeyboardInterrupt
 
 
@@ -110,6 +111,43 @@ def test_whole_set_batch_gives_one_step_per_epoch(micro):
                             overrides=["train.lr=1e-4", "stop.max_epochs=1", "eval.retain=false", "train.batch_size=4",
                                        "train.gradient_accumulation_steps=2"])
     assert res.history[1]["steps"] == 2  # 4 micro-batches, accumulated in pairs
+
+
+# --------------------------------------------------------------------------- callbacks
+
+class ChooseAndStop(Callback):
+    """Drops the first sample after epoch 1 (a new active set), adds a mean and a per-sample
+    column, and asks to stop after epoch 2; records what it saw."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_evaluate(self, args, report, control, *, model, **kwargs):
+        self.seen.append((report.epoch, report.active, dict(report.metrics), args.method))
+        with pytest.raises(TypeError):  # the report is read-only
+            report.metrics["ma"] = 0.0
+        if report.epoch == 2:
+            control.stop("enough")
+        active = (False, *report.active[1:]) if report.epoch == 1 else None
+        return EpochUpdate(metrics={"probe": 1.5}, per_sample={"probe": [float(k) for k in range(len(report.active))]},
+                           active=active)
+
+
+def test_callbacks_see_a_report_and_steer_through_the_control(micro, tmp_path):
+    model, tok, forget, _ = micro
+    cb = ChooseAndStop()
+    res = obliviate.unlearn(copy.deepcopy(model), forget[:6], method="kumpr", tokenizer=tok, out=tmp_path / "run",
+                            callbacks=[cb], overrides=["train.lr=1e-4", "stop.max_epochs=5", "eval.retain=false",
+                                                       "stop.el_threshold=null", "stop.ma_threshold=null"])
+    assert [s[0] for s in cb.seen] == [0, 1, 2] and all(s[3] == "kumpr" for s in cb.seen)
+    assert cb.seen[0][1] == (True,) * 6 and cb.seen[2][1] == (False,) + (True,) * 5
+    assert "ma" in cb.seen[1][2] and "loss" in cb.seen[1][2]  # the row so far: training logs and means
+    assert res.stop_reason == "enough" and res.summary["epochs"] == 2
+    assert [row["probe"] for row in res.history] == [1.5, 1.5, 1.5]
+    assert res.history[1]["newly_forgotten"] == 1 and res.history[1]["active"] == 5
+    rows = [json.loads(line) for line in (tmp_path / "run" / "per_sample.jsonl").read_text().splitlines()]
+    assert [r["probe_after"] for r in rows] == [float(k) for k in range(6)]
+    assert rows[0]["forgotten_at"] == 1 and not rows[0]["active"]
 
 
 # --------------------------------------------------------------------------- stopping rules

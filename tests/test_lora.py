@@ -54,10 +54,10 @@ def _logits(model: torch.nn.Module, tok, texts: list[str]) -> torch.Tensor:
         return model(**batch).logits
 
 
-def held_parameter_bytes(engine) -> int:
+def held_parameter_bytes(model, reference) -> int:
     """Bytes of the distinct weight tensors the engine holds: the trained model plus whatever its
     reference keeps (a frozen copy would double this; the adapter-disabled model adds nothing)."""
-    modules = [engine.prepared, getattr(engine.ref, "model", None)]
+    modules = [model, getattr(reference, "model", None)]
     storages = {}
     for module in modules:
         if module is None:
@@ -71,26 +71,26 @@ class Inspect(Callback):
     """Checks, right after the first epoch trained (the adapter is no longer a no-op), that the
     engine's reference is the original model without being a copy of it."""
 
-    def __init__(self, original: torch.nn.Module, tok, texts: list[str]):
-        self.original, self.tok, self.texts, self.seen = original, tok, texts, {}
+    def __init__(self, original: torch.nn.Module, tok, texts: list[str], forget: list):
+        self.original, self.tok, self.texts, self.forget, self.seen = original, tok, texts, forget, {}
 
-    def on_evaluate(self, engine, epoch, model):
-        if epoch != 1:
+    def on_evaluate(self, args, report, control, *, model, reference, **kwargs):
+        if report.epoch != 1:
             return None
         want = _logits(self.original, self.tok, self.texts)
-        trained = engine.acc.unwrap_model(engine.prepared)
+        trained = model
         self.seen["trainable"] = [n for n, p in trained.named_parameters() if p.requires_grad]
         self.seen["adapted_differs"] = not torch.allclose(_logits(trained, self.tok, self.texts), want, atol=1e-4)
         with trained.disable_adapter():  # the base weights are untouched: adapter off == original model
             self.seen["base_equal"] = torch.allclose(_logits(trained, self.tok, self.texts), want, atol=1e-6)
-        self.seen["reference"] = engine.ref
-        self.seen["held_bytes"] = held_parameter_bytes(engine)
+        self.seen["reference"] = reference
+        self.seen["held_bytes"] = held_parameter_bytes(model, reference)
         self.seen["model_bytes"] = sum(p.nbytes for p in self.original.parameters())
-        if engine.req.reference_model:
-            from obliviate.data.encode import collate
+        if args.method_cfg.requirements().reference_model:
+            from obliviate.data.encode import collate, encode_records
 
-            batch = collate(engine.data.forget[:3], engine.pad_id)
-            self.seen["reference_equal"] = torch.allclose(engine.ref.logits(batch), _forward(self.original, batch),
+            batch = collate(encode_records(self.forget[:3], self.tok), self.tok.pad_token_id)
+            self.seen["reference_equal"] = torch.allclose(reference.logits(batch), _forward(self.original, batch),
                                                           atol=1e-6)
         return None
 
@@ -105,7 +105,7 @@ def _forward(model: torch.nn.Module, batch) -> torch.Tensor:
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_trains_adapters_only_with_the_adapter_disabled_as_reference(method, micro):
     model, tok, forget, _ = micro
-    inspect = Inspect(model, tok, _texts(forget[:2]))
+    inspect = Inspect(model, tok, _texts(forget[:2]), forget)
     res = _run(micro, method, [], callbacks=[inspect])
     seen = inspect.seen
     row = res.history[1]
@@ -142,8 +142,8 @@ def test_full_finetune_reference_is_a_second_copy(micro):
     reference holds a whole second set of weights."""
 
     class HeldBytes(Callback):
-        def on_evaluate(self, engine, epoch, model):
-            self.held = held_parameter_bytes(engine)
+        def on_evaluate(self, args, report, control, *, model, reference, **kwargs):
+            self.held = held_parameter_bytes(model, reference)
 
     probe = HeldBytes()
     _run(micro, "icu", ["train.lora.enabled=false", "train.lr=1e-4"], callbacks=[probe])
@@ -185,8 +185,8 @@ def test_merged_and_adapter_saves_load_and_agree(micro, tmp_path):
 
 
 class KillAfter(Callback):
-    def on_checkpoint(self, engine, epoch):
-        if epoch == 1:
+    def on_checkpoint(self, args, report, control, **kwargs):
+        if report.epoch == 1:
             raise KeyboardInterrupt
 
 

@@ -36,10 +36,10 @@ from typing import Any
 
 from obliviate.engine import Callback
 from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
+from obliviate.engine.refinement import RefinementConfig
 from obliviate.errors import ObliviateError
 from obliviate.lineage import LineageConfig, Plan, parent_run, plan_request, write_lineage
 from obliviate.methods.base import MethodConfig
-from obliviate.refinement import RefinementConfig
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
@@ -393,8 +393,8 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     engine.setup(resume=resume)
     if engine.state.before.get("id") and engine.state.before["id"] != [e.id for e in data.forget]:
         raise ObliviateError(f"{run_dir}: the forget set differs from the one this run started with")
-    if writer is not None:
-        writer.on_checkpoint(engine, engine.state.epoch)
+    if writer is not None and engine.acc.is_main_process:
+        writer.write(engine.report())
     result = engine.run()
     # Collective: saves model/ (main process) and hashes what was saved; see Engine.export_model.
     exported = engine.export_model(run_dir / "model" if run_dir is not None else None, tokenizer)
@@ -408,7 +408,7 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     if run_dir is not None and engine.acc.is_main_process:
         from obliviate.data.io import write_json
 
-        writer.write(engine)  # type: ignore[union-attr]
+        writer.write(engine.report())  # type: ignore[union-attr]
         if (run_dir / "neighbors.json").is_file():
             summary["neighbors"] = read_json(run_dir / "neighbors.json")
         write_json(run_dir / SUMMARY_FILE, summary)  # written last: its presence means "finished"
@@ -510,36 +510,35 @@ class _RunWriter(Callback):
     def __init__(self, run_dir: Path, forget: Sequence[Any]):
         self.run_dir, self.ids = run_dir, [e.id for e in forget]
 
-    def on_checkpoint(self, engine: Any, epoch: int) -> None:
-        if engine.acc.is_main_process:
-            self.write(engine)
+    def on_checkpoint(self, args: Any, report: Any, control: Any, **kwargs: Any) -> None:
+        if report.is_main_process:
+            self.write(report)
 
-    def write(self, engine: Any) -> None:
+    def write(self, report: Any) -> None:
         import json
 
         from obliviate.data.io import atomic_write_text, write_json
 
-        state = engine.state
         atomic_write_text(self.run_dir / "metrics.jsonl",
-                          "".join(json.dumps(row, default=float) + "\n" for row in state.history))
+                          "".join(json.dumps(dict(row), default=float) + "\n" for row in report.history))
         rows = []
         for k, sample_id in enumerate(self.ids):
             row: dict[str, Any] = {"id": sample_id}
-            for key, values in state.before.items():
-                if key != "id" and isinstance(values, list) and len(values) == len(self.ids):
+            for key, values in report.before.items():
+                if key != "id" and isinstance(values, tuple) and len(values) == len(self.ids):
                     row[f"{key}_before"] = values[k]
-            for key, values in state.last.items():
-                if key != "id" and isinstance(values, list) and len(values) == len(self.ids):
+            for key, values in report.per_sample.items():
+                if key != "id" and isinstance(values, tuple) and len(values) == len(self.ids):
                     row[f"{key}_after"] = values[k]
-            row.update(active=state.active[k] if state.active else True,
-                       forgotten_at=state.forgotten_at[k] if state.forgotten_at else None)
+            row.update(active=report.active[k] if report.active else True,
+                       forgotten_at=report.forgotten_at[k] if report.forgotten_at else None)
             rows.append(row)
         atomic_write_text(self.run_dir / "per_sample.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         write_json(self.run_dir / "forgotten.json", {
-            "epoch": state.epoch,
-            "forgotten_at": {sample_id: state.forgotten_at[k] for k, sample_id in enumerate(self.ids)
-                             if state.forgotten_at and state.forgotten_at[k] is not None},
-            "events": state.events})
+            "epoch": report.epoch,
+            "forgotten_at": {sample_id: report.forgotten_at[k] for k, sample_id in enumerate(self.ids)
+                             if report.forgotten_at and report.forgotten_at[k] is not None},
+            "events": [dict(e) for e in report.events]})
 
 
 __all__ = ["DataConfig", "NeighborsConfig", "ReportConfig", "UnlearnConfig", "UnlearnResult", "build_config", "unlearn"]

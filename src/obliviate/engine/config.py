@@ -1,5 +1,5 @@
 """The engine's typed options (YAML sections ``train``, ``stop``, ``eval``; ``refinement`` lives
-in ``obliviate.refinement``). Method defaults from the papers are merged on top of these, then
+in ``obliviate.engine.refinement``). Method defaults from the papers are merged on top of these, then
 the user's YAML, then ``key=value`` overrides (see ``obliviate.unlearn``)."""
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ One run:
    under the reference refinement rule a first refinement check -- or the latest checkpoint.
 2. Each epoch: forget micro-batches of the *active* samples (refinement may have dropped some;
    a batch left empty is skipped, no optimizer step), paired with retain / analogous / alternate
-   batches as the method requires; then evaluation (mean MA and EL_n of the forget set, retain
-   perplexity, callbacks), refinement, the stopping rule, and a checkpoint.
+   batches as the method requires; then evaluation (``engine.evaluation``: MA and EL_n of the
+   forget set, retain perplexity, refinement scores), the callbacks (``engine.callbacks``;
+   refinement's decides the next active set), the stopping rule, and a checkpoint.
 3. The result: the unwrapped model and the engine state (history, per-sample metrics before
-   and after, when each sample was forgotten, why it stopped).
+   and after, when each sample was forgotten, why it stopped); ``export_model`` saves it
+   (``engine.export``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ import torch
 from obliviate.data.encode import Encoded
 from obliviate.engine import checkpoint as ckpt
 from obliviate.engine import distributed as dist
-from obliviate.engine import lora
+from obliviate.engine import evaluation, lora
+from obliviate.engine.callbacks import Callback, Control, EpochReport, RunArgs, as_update, freeze
 from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
 from obliviate.engine.data import EpochSampler, RetainDraw, UnlearnData, build_method_batch
+from obliviate.engine.export import ExportedModel, export_model
 from obliviate.engine.reference import (
     AdapterReference,
     FrozenReference,
@@ -45,30 +49,15 @@ from obliviate.engine.reference import (
     precompute_sequence_logprobs,
     prepare_frozen,
 )
+from obliviate.engine.refinement import Refinement, RefinementCallback, RefinementConfig
 from obliviate.engine.stopping import mean_over, stop_reason
 from obliviate.errors import ObliviateError
 from obliviate.methods.base import MethodConfig, MethodSpec
-from obliviate.refinement import Refinement, RefinementConfig, RefinementScores, is_forgotten, next_active
 from obliviate.utils import progress, seed_everything
 
 SAMPLES_FILE = "samples.jsonl"
 
 log = logging.getLogger(__name__)
-
-
-class Callback:
-    """Hooks into a run; override what you need.
-
-    ``on_evaluate`` runs after each epoch's evaluation (epoch 0 = before training) and may
-    return extra metrics for the epoch's row; ``on_checkpoint`` runs after each checkpoint is
-    complete (the unlearn layer rewrites ``metrics.jsonl`` there; tests simulate kills there).
-    """
-
-    def on_evaluate(self, engine: Engine, epoch: int, model: torch.nn.Module) -> dict[str, float] | None:
-        return None
-
-    def on_checkpoint(self, engine: Engine, epoch: int) -> None:
-        return None
 
 
 @dataclass
@@ -86,13 +75,21 @@ class EngineResult:
 
 
 @dataclass
-class ExportedModel:
-    """The final model as ``Engine.export_model`` saved it."""
+class _EpochPlan:
+    rounds: list[list[int]]  # this process's forget indices, round by round
+    order: list[int]  # the epoch's seeded order of the whole forget set
+    retain_draw: RetainDraw | None
+    spare_draw: RetainDraw | None  # placeholder batches of processes without data
+    alternates: list[list[Encoded]] | None
 
-    model: torch.nn.Module | None  # usable in Python (None on non-main processes of a sharded run)
-    sha256: str | None  # ``distributed.weights_sha256`` of what was saved (main process)
-    format: str  # "hf" (ordinary folder) | "peft_adapter"
-    per_process_sha256: list[str] = field(default_factory=list)  # replicated runs: every process's copy
+
+@dataclass
+class _Tally:
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    micro_batches: int = 0
+    skipped: int = 0
+    steps: int = 0
+    record: list[dict[str, Any]] = field(default_factory=list)
 
 
 @contextmanager
@@ -162,7 +159,7 @@ class Engine:
         for cfg in (self.train_cfg, self.stop_cfg, self.refine_cfg, self.eval_cfg):
             cfg.check()
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.callbacks, self.keep_checkpoints = list(callbacks), keep_checkpoints
+        self.keep_checkpoints = keep_checkpoints
         self.req = method_cfg.requirements()
         self.region = method_cfg.loss_region
         if self.region not in ("completion", "all"):
@@ -170,6 +167,11 @@ class Engine:
         self._check_data()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.refiner = Refinement(self.refine_cfg, tokenizer) if self.refine_cfg.enabled else None
+        # Refinement decides the active set before any other callback sees the epoch.
+        self.callbacks = [*([RefinementCallback(self.refine_cfg)] if self.refiner else []), *callbacks]
+        self.args = RunArgs(method=method.name, method_cfg=method_cfg, train=self.train_cfg, stop=self.stop_cfg,
+                            refinement=self.refine_cfg, eval=self.eval_cfg, forget_ids=tuple(e.id for e in data.forget),
+                            run_dir=self.run_dir)
         self.state = ckpt.EngineState()
         self._ready = False
 
@@ -304,49 +306,16 @@ class Engine:
         return cache
 
     def _start(self) -> None:
-        """Thresholds, the original model's metrics (epoch 0) and, under the reference rule, the
-        first refinement check."""
+        """Thresholds and the original model's metrics (epoch 0); callbacks see them too (under the
+        reference rule, refinement makes its first check here)."""
         n = self.n_forget
         self.state = state = ckpt.EngineState(active=[True] * n, forgotten_at=[None] * n)
-        state.thresholds, state.thresholds_source = self._thresholds()
         model = self.acc.unwrap_model(self.prepared)
-        with plain_forward(model), dist.evaluation_context(self.acc, model):
-            per_sample, means, refined = self._evaluate(model)
-        self.evaluated = per_sample  # this evaluation's per-sample results, for callbacks
-        state.before = per_sample
-        row: dict[str, Any] = {"epoch": 0}
-        if refined is not None and self.refine_cfg.checks_before_training:
-            self._apply_refinement(0, refined, row)
-        row.update(means)
-        dist.check_agreement(self.acc, [state.active, row], "the metrics before unlearning")
-        row.update(self._run_callbacks(0, model))
-        state.last = per_sample
-        state.history.append(row)
-        log.info("before unlearning: %s", _fmt(row))
-
-    def _thresholds(self) -> tuple[dict[str, float | None], str]:
-        stop, ev = self.stop_cfg, self.eval_cfg
-        el_name = f"el_{ev.el_n}"
-        if not ev.el and stop.el_threshold is not None:
-            raise ObliviateError("eval.el=false measures no EL_n, so it cannot stop on it: "
-                                 "set stop.el_threshold=null too")
-        if not stop.calibrate_on:
-            return {"ma": stop.ma_threshold, el_name: stop.el_threshold}, "configured"
-        from obliviate.metrics import extraction_likelihood, memorization_accuracy
-
-        model, heldout = self.acc.unwrap_model(self.prepared), self.data.heldout or []
         with plain_forward(model):
-            ma = memorization_accuracy(model, heldout, region=ev.ma_region, batch_size=ev.batch_size).value
-            el = extraction_likelihood(model, heldout, n=ev.el_n, region=ev.el_region,
-                                       batch_size=ev.el_batch_size).value if ev.el else math.nan
-        source = f"calibrated: the original model's means on {stop.calibrate_on} ({len(heldout)} records)"
-        log.info("thresholds %s: MA <= %.4f%s", source, ma, f", {el_name} <= {el:.4f}" if ev.el else "")
-        # "No more memorized than never-seen text": mean <= held-out mean. The rule compares with a
-        # strict <, so store the next float up (a held-out EL of exactly 0 is common and would
-        # otherwise be a threshold no model can pass).
-        ma, el = math.nextafter(ma, math.inf), math.nextafter(el, math.inf)
-        return {"ma": ma if stop.ma_threshold is not None else None,
-                el_name: el if stop.el_threshold is not None else None}, source
+            state.thresholds, state.thresholds_source = evaluation.thresholds(
+                model, self.data.heldout or [], self.eval_cfg, self.stop_cfg)
+        self._evaluate_epoch(0, {"epoch": 0}, before=True)
+        log.info("before unlearning: %s", _fmt(state.history[-1]))
 
     # ------------------------------------------------------------------ run
 
@@ -360,8 +329,9 @@ class Engine:
             logs = self.train_epoch(epoch)
             self.end_epoch(epoch, logs, started)
             self.save_checkpoint()
+            report = self.report()
             for cb in self.callbacks:
-                cb.on_checkpoint(self, epoch)
+                cb.on_checkpoint(self.args, report, Control())
         # Training is over: drop accelerate's autocast wrapper so the model is plainly itself.
         return EngineResult(self.acc.unwrap_model(self.prepared, keep_fp32_wrapper=False), state)
 
@@ -373,81 +343,97 @@ class Engine:
         accumulated, then one optimizer step -- unless no process had an active sample in any of
         them (a batch of forgotten samples never moves the weights).
         """
-        acc, model, state, train = self.acc, self.prepared, self.state, self.train_cfg
-        from accelerate.utils import DistributedType
+        acc, train = self.acc, self.train_cfg
+        plan = self._epoch_plan(epoch)
+        self._train_mode(acc.unwrap_model(self.prepared))
+        tally = _Tally()
+        window_has_data = False
+        acc.sync_gradients = True  # accelerate's optimizer wrapper only zeroes/steps when this is set
+        self.optimizer.zero_grad(set_to_none=True)
+        for k, idx in enumerate(progress(plan.rounds, desc=f"epoch {epoch}", total=len(plan.rounds))):
+            boundary = (k + 1) % train.gradient_accumulation_steps == 0 or k + 1 == len(plan.rounds)
+            acc.sync_gradients = boundary
+            window_has_data = self._train_round(epoch, k, idx, boundary, window_has_data, plan, tally)
+            if boundary:
+                if window_has_data:
+                    self._optimizer_step()
+                    tally.steps += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                window_has_data = False
+        self.state.steps += tally.steps
+        logs = self._reduce_logs(tally.sums, tally.micro_batches)
+        logs.update(steps=tally.steps, skipped_batches=int(sum(dist.gather_objects(acc, tally.skipped))),
+                    lr=self.optimizer.param_groups[0]["lr"])
+        if train.record_samples:
+            self._write_samples([row for part in dist.gather_objects(acc, tally.record) for row in part])
+        return logs
 
-        deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
-        world, rank = acc.num_processes, acc.process_index
+    def _epoch_plan(self, epoch: int) -> _EpochPlan:
+        """This process's rounds of forget indices and the epoch's seeded draws."""
+        acc, train = self.acc, self.train_cfg
         sampler = EpochSampler(self.n_forget, train.seed)
         sampler.set_epoch(epoch)
         order = list(sampler)
-        rounds = dist.deal_batches(order, self.micro, world, rank)
-        accum = train.gradient_accumulation_steps
+        rank = acc.process_index
         retain = self.data.retain if self.req.retain else None
-        retain_draw = RetainDraw(len(retain), train.seed, epoch, rank) if retain else None
-        spare_draw = RetainDraw(len(retain), train.seed, epoch, rank + 7919) if retain else None
         alternates = None
         if self.data.alternates is not None and self.req.alternates:
             alternates = self.data.alternates(epoch if self.req.resample_alternates else 0)
-        self._train_mode(acc.unwrap_model(model))
-        sums: dict[str, float] = defaultdict(float)
-        micro_batches = skipped = steps = 0
-        window_has_data = False
-        record: list[dict[str, Any]] = []
-        acc.sync_gradients = True  # accelerate's optimizer wrapper only zeroes/steps when this is set
-        self.optimizer.zero_grad(set_to_none=True)
-        for k, idx in enumerate(progress(rounds, desc=f"epoch {epoch}", total=len(rounds))):
-            chosen = [i for i in idx if state.active[i]]
-            boundary = (k + 1) % accum == 0 or k + 1 == len(rounds)
-            acc.sync_gradients = boundary
-            if idx and not chosen:
-                # Every sample of this batch is forgotten: no forward, no backward -- and no
-                # optimizer step (the ICU reference takes a momentum-only Adam step on a NaN loss here).
-                skipped += 1
-            with_data = dist.count_ranks(acc, bool(chosen))
-            window_has_data = window_has_data or with_data > 0
-            # DeepSpeed steps inside backward at a boundary; if this round is empty everywhere but
-            # earlier rounds of the window had data, a zero-weight pass lets it take that step.
-            flush = deepspeed and boundary and window_has_data and with_data == 0
-            if with_data or flush:
-                with nullcontext() if boundary else acc.no_sync(model):
-                    # A process without data runs a placeholder batch with weight 0, so that every
-                    # process makes the same collective calls (DDP, ZeRO-3 and FSDP need that).
-                    rows = chosen or [idx[0] if idx else order[0]]
-                    batch = build_method_batch(rows, self.data, self.pad_id, self.region,
-                                               retain_draw if chosen else spare_draw, alternates, acc.device)
-                    out = self.method.loss(model, batch, self.method_cfg, self.ref)
-                    if not torch.isfinite(out.loss):
-                        raise ObliviateError(f"epoch {epoch}: the {self.method.name} loss became {out.loss.item()}; "
-                                             "lower train.lr or use mixed_precision=no")
-                    # Processes' gradients are averaged; scale so that a round where only some
-                    # processes had data weighs as much as a full one.
-                    acc.backward(out.loss * (world / with_data if chosen else 0.0))
-                if chosen:
-                    micro_batches += 1
-                    sums["loss"] += out.loss.item()
-                    for key, value in out.logs.items():
-                        sums[key] += value
-                    if train.record_samples:
-                        record.append(_sample_row(epoch, k, rank, chosen, retain_draw, self.data))
-            if boundary:
-                if window_has_data:
-                    if not deepspeed:  # DeepSpeed clipped and stepped inside backward
-                        if train.max_grad_norm:
-                            acc.clip_grad_norm_(model.parameters(), train.max_grad_norm)
-                        self.optimizer.step()
-                    if self.scheduler is not None:
-                        self.scheduler.step()
-                    steps += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                window_has_data = False
-        state.steps += steps
-        logs = self._reduce_logs(sums, micro_batches)
-        logs.update(steps=steps, skipped_batches=int(sum(dist.gather_objects(acc, skipped))),
-                    lr=self.optimizer.param_groups[0]["lr"])
-        if train.record_samples:
-            self._write_samples([row for part in dist.gather_objects(acc, record) for row in part])
-        return logs
+        return _EpochPlan(rounds=dist.deal_batches(order, self.micro, acc.num_processes, rank), order=order,
+                          retain_draw=RetainDraw(len(retain), train.seed, epoch, rank) if retain else None,
+                          spare_draw=RetainDraw(len(retain), train.seed, epoch, rank + 7919) if retain else None,
+                          alternates=alternates)
+
+    def _train_round(self, epoch: int, k: int, idx: list[int], boundary: bool, window_has_data: bool,
+                     plan: _EpochPlan, tally: _Tally) -> bool:
+        """Forward and backward of one round's micro-batch; returns whether the accumulation
+        window has data now."""
+        from accelerate.utils import DistributedType
+
+        acc, model = self.acc, self.prepared
+        chosen = [i for i in idx if self.state.active[i]]
+        if idx and not chosen:
+            # Every sample of this batch is forgotten: no forward, no backward -- and no
+            # optimizer step (the ICU reference takes a momentum-only Adam step on a NaN loss here).
+            tally.skipped += 1
+        with_data = dist.count_ranks(acc, bool(chosen))
+        window_has_data = window_has_data or with_data > 0
+        # DeepSpeed steps inside backward at a boundary; if this round is empty everywhere but
+        # earlier rounds of the window had data, a zero-weight pass lets it take that step.
+        flush = acc.distributed_type == DistributedType.DEEPSPEED and boundary and window_has_data and with_data == 0
+        if not (with_data or flush):
+            return window_has_data
+        with nullcontext() if boundary else acc.no_sync(model):
+            # A process without data runs a placeholder batch with weight 0, so that every
+            # process makes the same collective calls (DDP, ZeRO-3 and FSDP need that).
+            rows = chosen or [idx[0] if idx else plan.order[0]]
+            batch = build_method_batch(rows, self.data, self.pad_id, self.region,
+                                       plan.retain_draw if chosen else plan.spare_draw, plan.alternates, acc.device)
+            out = self.method.loss(model, batch, self.method_cfg, self.ref)
+            if not torch.isfinite(out.loss):
+                raise ObliviateError(f"epoch {epoch}: the {self.method.name} loss became {out.loss.item()}; "
+                                     "lower train.lr or use mixed_precision=no")
+            # Processes' gradients are averaged; scale so that a round where only some
+            # processes had data weighs as much as a full one.
+            acc.backward(out.loss * (acc.num_processes / with_data if chosen else 0.0))
+        if chosen:
+            tally.micro_batches += 1
+            tally.sums["loss"] += out.loss.item()
+            for key, value in out.logs.items():
+                tally.sums[key] += value
+            if self.train_cfg.record_samples:
+                tally.record.append(_sample_row(epoch, k, acc.process_index, chosen, plan.retain_draw, self.data))
+        return window_has_data
+
+    def _optimizer_step(self) -> None:
+        from accelerate.utils import DistributedType
+
+        if self.acc.distributed_type != DistributedType.DEEPSPEED:  # DeepSpeed clipped and stepped inside backward
+            if self.train_cfg.max_grad_norm:
+                self.acc.clip_grad_norm_(self.prepared.parameters(), self.train_cfg.max_grad_norm)
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     def _reduce_logs(self, sums: dict[str, float], micro_batches: int) -> dict[str, float]:
         """Means over every process's micro-batches (each process logged only its own)."""
@@ -474,37 +460,52 @@ class Engine:
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def end_epoch(self, epoch: int, train_logs: dict[str, float], started: float) -> dict[str, Any]:
-        """Evaluate, refine, decide whether to stop; appends the epoch's row to the history."""
+        """Evaluate, run the callbacks, decide whether to stop; appends the epoch's row to the history."""
         state = self.state
-        model = self.acc.unwrap_model(self.prepared)
-        with plain_forward(model), dist.evaluation_context(self.acc, model):
-            per_sample, means, refined = self._evaluate(model)
-        self.evaluated = per_sample
-        row: dict[str, Any] = {"epoch": epoch, **train_logs}
-        if refined is not None:
-            self._apply_refinement(epoch, refined, row)
-        row.update(means)
-        dist.check_agreement(self.acc, [state.active, row], f"the results of epoch {epoch}")
-        row.update(self._run_callbacks(epoch, model))
-        n_active = sum(state.active)
+        control = self._evaluate_epoch(epoch, {"epoch": epoch, **train_logs})
+        row = state.history[-1]
         el_name = f"el_{self.eval_cfg.el_n}"
-        if self.stop_cfg.average_over == "active":
-            stop_means = {k: mean_over(per_sample[k], state.active) for k in ("ma", el_name) if k in per_sample}
-        else:
-            stop_means = {k: means[k] for k in ("ma", el_name) if k in means}
-        state.stop_reason = stop_reason(epoch, stop_means, state.thresholds, n_active, self.stop_cfg,
-                                        self.refiner is not None)
-        row.update(active=n_active, time_s=round(time.perf_counter() - started, 2))
+        active = state.active if self.stop_cfg.average_over == "active" else None
+        stop_means = {k: mean_over(state.last[k], active) for k in ("ma", el_name) if k in state.last}
+        state.stop_reason = stop_reason(epoch, stop_means, state.thresholds, sum(state.active), self.stop_cfg,
+                                        self.refine_cfg.enabled)
+        if state.stop_reason is None and control.should_stop and epoch >= self.stop_cfg.min_epochs:
+            state.stop_reason = control.stop_reason or "callback"
+        row.update(active=sum(state.active), time_s=round(time.perf_counter() - started, 2))
         if state.stop_reason:
             row["stop_reason"] = state.stop_reason
-        state.epoch, state.last = epoch, per_sample
-        state.history.append(row)
         log.info("epoch %d: %s", epoch, _fmt(row))
         return row
 
-    def _apply_refinement(self, epoch: int, refined, row: dict[str, Any]) -> None:
+    def _evaluate_epoch(self, epoch: int, row: dict[str, Any], before: bool = False) -> Control:
+        """Measure the model, then let the callbacks add to the epoch (in order, each seeing the
+        others' updates). Appends ``row`` to the history; returns what the callbacks asked for."""
+        state, model = self.state, self.acc.unwrap_model(self.prepared)
+        with plain_forward(model), dist.evaluation_context(self.acc, model):
+            measured = evaluation.evaluate_epoch(model, self.data, self.eval_cfg, self.refiner, self._shared)
+            row.update(measured.means)
+            per_sample = measured.per_sample
+            if before:
+                state.before = per_sample
+            state.epoch, state.last = epoch, per_sample
+            dist.check_agreement(self.acc, row, f"the metrics of epoch {epoch}")
+            control = Control()
+            for cb in self.callbacks:
+                update = as_update(cb.on_evaluate(self.args, self.report(row), control, model=model,
+                                                  tokenizer=self.tokenizer, reference=self.ref))
+                if update.active is not None:
+                    self._apply_active(epoch, list(update.active), row)
+                row.update(update.metrics)
+                per_sample.update({k: list(v) for k, v in update.per_sample.items()})
+        dist.check_agreement(self.acc, state.active, f"the active set of epoch {epoch}")
+        state.history.append(row)
+        return control
+
+    def _apply_active(self, epoch: int, new_active: list[bool], row: dict[str, Any]) -> None:
+        """A callback's new active set: record who was forgotten or came back."""
         state = self.state
-        new_active = next_active(state.active, refined.forgotten, self.refine_cfg.rule)
+        if len(new_active) != self.n_forget:
+            raise ObliviateError(f"a callback returned an active set of {len(new_active)} for {self.n_forget} samples")
         gone = [i for i in range(self.n_forget) if state.active[i] and not new_active[i]]
         back = [i for i in range(self.n_forget) if not state.active[i] and new_active[i]]
         for i in gone:
@@ -518,60 +519,16 @@ class Engine:
         state.active = new_active
         row.update(newly_forgotten=len(gone), came_back=len(back))
 
-    def _run_callbacks(self, epoch: int, model: torch.nn.Module) -> dict[str, float]:
-        """Callbacks run on every process. Under ZeRO-3/FSDP a callback that runs the model must run
-        it on every process alike (each forward gathers the shards collectively)."""
-        extra: dict[str, float] = {}
-        with plain_forward(model), dist.evaluation_context(self.acc, model):
-            for cb in self.callbacks:
-                extra.update(cb.on_evaluate(self, epoch, model) or {})
-        return extra
-
-    # ------------------------------------------------------------------ evaluation
-
-    def _evaluate(self, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, float], Any]:
-        """Per-sample MA and EL_n of the forget set, retain perplexity and refinement scores
-        (processes share the work and gather the results). Returns (per_sample, means, refinement)."""
-        from obliviate.metrics import extraction_likelihood, memorization_accuracy
-        from obliviate.metrics.likelihood import token_logprobs
-
-        ev = self.eval_cfg
-        el_name = f"el_{ev.el_n}"
-        forget = self.data.forget
-
-        def forget_metrics(examples: list[Encoded]) -> list[tuple[float, float]]:
-            ma = memorization_accuracy(model, examples, region=ev.ma_region, batch_size=ev.batch_size)
-            if not ev.el:
-                return [(v, math.nan) for v in ma.per_sample]
-            el = extraction_likelihood(model, examples, n=ev.el_n, region=ev.el_region, batch_size=ev.el_batch_size)
-            return list(zip(ma.per_sample, el.per_sample))
-
-        pairs = self._shared(forget_metrics, forget)
-        per_sample: dict[str, Any] = {"id": [e.id for e in forget], "ma": [p[0] for p in pairs]}
-        if ev.el:
-            per_sample[el_name] = [p[1] for p in pairs]
-        means = {k: mean_over(per_sample[k], None) for k in ("ma", el_name) if k in per_sample}
-        if ev.retain and self.data.retain:
-            def retain_nll(examples: list[Encoded]) -> list[tuple[float, int]]:
-                lps = token_logprobs(model, examples, region="completion", batch_size=ev.batch_size,
-                                     show_progress=False)
-                return [(t.nll_sum, len(t.logprobs)) for t in lps]
-
-            nll = self._shared(retain_nll, self.data.retain[: ev.max_retain_samples])
-            mean_nll = sum(v for v, _ in nll) / max(sum(c for _, c in nll), 1)  # token-weighted
-            means.update(retain_nll=mean_nll, retain_ppl=math.exp(min(mean_nll, 50.0)))
-        refined = None
-        if self.refiner is not None:
-            def refine(examples: list[Encoded]) -> list[tuple[float, float, str]]:
-                s = self.refiner.score(model, examples)
-                return list(zip(s.f1, s.bleu, s.texts))
-
-            triples = self._shared(refine, forget)
-            refined = RefinementScores([t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples])
-            refined.forgotten = [is_forgotten(f, b, self.refine_cfg) for f, b in zip(refined.f1, refined.bleu)]
-            per_sample.update(refine_bertscore_f1=refined.f1, refine_bleu=refined.bleu, generation=refined.texts)
-            means.update(refine_bertscore_f1=mean_over(refined.f1, None), refine_bleu=mean_over(refined.bleu, None))
-        return per_sample, means, refined
+    def report(self, row: dict[str, Any] | None = None) -> EpochReport:
+        """The run as callbacks see it: an immutable snapshot of the state (``row``: the epoch
+        being evaluated, not yet in the history)."""
+        state = self.state
+        return EpochReport(
+            epoch=state.epoch, metrics=freeze(row if row is not None else (state.history[-1] if state.history else {})),
+            per_sample=freeze(state.last), before=freeze(state.before), active=tuple(state.active),
+            forgotten_at=tuple(state.forgotten_at), thresholds=freeze(state.thresholds),
+            history=tuple(freeze(r) for r in state.history), events=tuple(freeze(e) for e in state.events),
+            stop_reason=state.stop_reason, is_main_process=self.acc.is_main_process, sharded=self.sharded)
 
     def _shared(self, fn: Callable[[list], list], items: Sequence) -> list:
         """``fn`` over ``items`` by all processes together, in order (``distributed.gather_in_order``)."""
@@ -598,53 +555,9 @@ class Engine:
     # ------------------------------------------------------------------ the final model
 
     def export_model(self, out: str | Path | None, tokenizer) -> ExportedModel:
-        """Save the final model to ``out`` (main process only; None: save nothing) and return it
-        with the SHA-256 of exactly what was saved. Every process must call this (gathering
-        sharded weights is collective).
-
-        Replicated weights (one process, DDP, ZeRO-1/2): every process holds the model; each
-        hashes its own copy (``per_process_sha256``, identical unless the processes diverged).
-        Sharded weights (ZeRO-3, FSDP): the full state dict is gathered on the main process and
-        loaded into a plain CPU copy of the model there. LoRA: adapters merged into the weights
-        (``train.lora.save=merged``) or saved as a peft adapter folder (``adapter``).
-        """
-        from obliviate.models import save_model
-
-        acc, opts = self.acc, self.train_cfg.lora
-        adapter = self.use_lora and opts.save == "adapter"
-        fmt = "peft_adapter" if adapter else "hf"
-        unwrapped = acc.unwrap_model(self.prepared, keep_fp32_wrapper=False)
-        main = acc.is_main_process
-        if self.sharded:
-            state_dict = acc.get_state_dict(self.prepared)  # collective; full weights on the main process
-            if not main:
-                return ExportedModel(None, None, fmt)
-            if adapter:
-                from peft import get_peft_model_state_dict
-
-                if out is not None:
-                    unwrapped.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
-                    tokenizer.save_pretrained(out)
-                return ExportedModel(None, dist.weights_sha256(get_peft_model_state_dict(unwrapped, state_dict)), fmt)
-            with dist.ordinary_modules(acc):  # built on the main process alone: no zero.Init
-                model = lora.rebuild_from_state_dict(unwrapped, state_dict, opts if self.use_lora else None)
-            if out is not None:
-                save_model(model, tokenizer, out)
-            return ExportedModel(model, dist.weights_sha256(model.state_dict()), fmt)
-        if adapter:
-            model, weights = unwrapped, lora.adapter_state_dict(unwrapped)
-        else:
-            model = lora.merge(unwrapped) if self.use_lora else unwrapped
-            weights = model.state_dict()
-        sha = dist.weights_sha256(weights)
-        per_process = dist.gather_objects(acc, sha)
-        if main and out is not None:
-            if adapter:
-                lora.save_adapter(model, tokenizer, out)
-            else:
-                save_model(model, tokenizer, out)
-        acc.wait_for_everyone()
-        return ExportedModel(model, sha, fmt, per_process)
+        """Save the final model to ``out`` (main process only; None: save nothing); every process
+        must call this (``engine.export``)."""
+        return export_model(self.acc, self.prepared, tokenizer, out, sharded=self.sharded, lora_opts=self.train_cfg.lora)
 
 
 def _sample_row(epoch: int, round_: int, rank: int, chosen: list[int], retain_draw: RetainDraw | None,

@@ -17,8 +17,10 @@ MAX_EPOCHS = "max_epochs"
 
 
 def mean_over(values: Sequence[float], active: Sequence[bool] | None) -> float:
-    """Mean of ``values``; over the active samples only when ``active`` is given. NaN if empty."""
-    chosen = list(values) if active is None else [v for v, a in zip(values, active) if a]
+    """Mean of ``values`` that are defined (not None); over the active samples only when ``active``
+    is given. NaN if none."""
+    flags = [True] * len(values) if active is None else active
+    chosen = [v for v, a in zip(values, flags) if a and v is not None]
     return sum(chosen) / len(chosen) if chosen else float("nan")
 
 

@@ -5,7 +5,7 @@
 * KUI (eq. 1): gradient ascent on the forget sample's NLL.
 * CLE (eqs. 3-4): NLL and KL-to-original on the *analogous* sample paired with each forget
   sample (its nearest neighbour by all-MiniLM-L6-v2 embedding, built by ``obliviate.neighbors``).
-* IUR (eq. 5): the refinement callback of the engine (``obliviate.refinement``), which drops
+* IUR (eq. 5): the refinement callback of the engine (``obliviate.engine.refinement``), which drops
   forgotten samples (and their analogous partners) from later epochs.
 
 Defaults are the paper's (section V-D) and the reference code's (himalalps/ICU,

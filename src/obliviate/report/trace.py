@@ -19,7 +19,7 @@ from typing import Any
 
 from obliviate.data.encode import Encoded
 from obliviate.data.records import QARecord, Record
-from obliviate.engine import Callback
+from obliviate.engine import Callback, Control, EpochReport, RunArgs
 
 TRACE_FILE = "trace.json"
 MAX_NEW_TOKENS = 128  # longer references are continued up to this many tokens
@@ -69,32 +69,31 @@ class TraceRecorder(Callback):
                 self.data["generations"] = old.get("generations", {})
                 self.data["below_thresholds"] = old.get("below_thresholds", {})
 
-    def on_evaluate(self, engine, epoch: int, model) -> None:
+    def on_evaluate(self, args: RunArgs, report: EpochReport, control: Control, *, model, **kwargs) -> None:
         # A sharded model (FSDP) needs every process in each forward: no main-only generation then.
-        if self.examples and engine.acc.is_main_process and not getattr(engine, "sharded", False):
-            texts = self._from_refinement(engine)
-            self.data["generations"][str(epoch)] = texts or generate_for(model, self.tokenizer, self.examples)
+        if self.examples and report.is_main_process and not report.sharded:
+            texts = self._from_refinement(args, report)
+            self.data["generations"][str(report.epoch)] = texts or generate_for(model, self.tokenizer, self.examples)
         return None
 
-    def _from_refinement(self, engine) -> list[str] | None:
+    def _from_refinement(self, args: RunArgs, report: EpochReport) -> list[str] | None:
         """Refinement's greedy continuations of the same prompts, when it made exactly these
         (greedy, each completion's own length): generating them twice costs minutes on big models."""
-        cfg, generated = engine.refine_cfg, engine.evaluated.get("generation")
-        if engine.refiner is None or not generated or cfg.num_beams != 1 or cfg.max_new_tokens is not None:
+        cfg, generated = args.refinement, report.per_sample.get("generation")
+        if not cfg.enabled or not generated or cfg.num_beams != 1 or cfg.max_new_tokens is not None:
             return None
         if any(len(e.ids) - e.prompt_len > MAX_NEW_TOKENS for e in self.examples):
             return None
         return list(generated[:len(self.examples)])
 
-    def on_checkpoint(self, engine, epoch: int) -> None:
-        if not engine.acc.is_main_process:
+    def on_checkpoint(self, args: RunArgs, report: EpochReport, control: Control, **kwargs) -> None:
+        if not report.is_main_process:
             return
-        state = engine.state
-        self.data["thresholds"] = state.thresholds
-        if "0" not in self.data["below_thresholds"] and state.before:
-            self.data["below_thresholds"]["0"] = below_thresholds(state.before, state.thresholds)
-        if epoch > 0 and state.last:
-            self.data["below_thresholds"][str(epoch)] = below_thresholds(state.last, state.thresholds)
+        self.data["thresholds"] = dict(report.thresholds)
+        if "0" not in self.data["below_thresholds"] and report.before:
+            self.data["below_thresholds"]["0"] = below_thresholds(report.before, report.thresholds)
+        if report.epoch > 0 and report.per_sample:
+            self.data["below_thresholds"][str(report.epoch)] = below_thresholds(report.per_sample, report.thresholds)
         self.write()
 
     def write(self) -> None:

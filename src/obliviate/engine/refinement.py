@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from obliviate.engine.callbacks import Callback, Control, EpochReport, EpochUpdate, RunArgs
 from obliviate.errors import ObliviateError
 
 RULES = ("paper", "reference")
@@ -87,7 +88,8 @@ class RefinementScores:
 
 
 class Refinement:
-    """Scores continuations of forget prompts; the engine calls ``score`` after each epoch."""
+    """Scores continuations of forget prompts; the engine's evaluation calls ``score`` (on every
+    evaluation, when refinement is enabled) and ``RefinementCallback`` decides from the scores."""
 
     def __init__(self, cfg: RefinementConfig, tokenizer):
         cfg.check()
@@ -116,3 +118,21 @@ class Refinement:
         bleu = bleu_icu(texts, refs).per_sample
         forgotten = [is_forgotten(f, b, self.cfg) for f, b in zip(f1, bleu)]
         return RefinementScores([float(v) for v in f1], [float(v) for v in bleu], texts, forgotten)
+
+
+class RefinementCallback(Callback):
+    """IUR as a callback: from this evaluation's ``refine_*`` scores, the next epoch's active set.
+
+    The scores come from the engine's evaluation (``Refinement.score``, shared by every process);
+    this callback only applies eq. 5 and the rule, so any method can use it. Before training
+    (epoch 0) it acts only when ``checks_before_training`` (the reference rule)."""
+
+    def __init__(self, cfg: RefinementConfig):
+        self.cfg = cfg
+
+    def on_evaluate(self, args: RunArgs, report: EpochReport, control: Control, **kwargs) -> EpochUpdate | None:
+        if report.epoch == 0 and not self.cfg.checks_before_training:
+            return None
+        f1, bleu = report.per_sample["refine_bertscore_f1"], report.per_sample["refine_bleu"]
+        forgotten = [is_forgotten(f, b, self.cfg) for f, b in zip(f1, bleu)]
+        return EpochUpdate(active=next_active(report.active, forgotten, self.cfg.rule))
