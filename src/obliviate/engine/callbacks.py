@@ -28,8 +28,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
-    from obliviate.engine.refinement import RefinementConfig
+    from obliviate.engine.config import EvalConfig, RefinementConfig, StopConfig, TrainConfig
     from obliviate.methods.base import MethodConfig
 
 

@@ -1,6 +1,7 @@
-"""The engine's typed options (YAML sections ``train``, ``stop``, ``eval``; ``refinement`` lives
-in ``obliviate.engine.refinement``). Method defaults from the papers are merged on top of these, then
-the user's YAML, then ``key=value`` overrides (see ``obliviate.unlearn``)."""
+"""The engine's typed options (YAML sections ``train``, ``stop``, ``eval``, ``refinement``; the
+refinement rule itself lives in ``obliviate.engine.refinement``). Method defaults from the
+papers are merged on top of these, then the user's YAML, then ``key=value`` overrides (see
+``obliviate.unlearn``)."""
 
 from __future__ import annotations
 
@@ -122,3 +123,31 @@ class EvalConfig:
                 raise ObliviateError(f"eval.{name} must be 'completion' or 'all', got {getattr(self, name)!r}")
         if self.el_n < 1:
             raise ObliviateError("eval.el_n must be >= 1")
+
+
+RULES = ("paper", "reference")
+
+
+@dataclass
+class RefinementConfig:
+    enabled: bool = False
+    rule: str = "reference"  # "reference" (OR, recomputed every epoch; default, see docs/methods.md) | "paper" (AND, permanent)
+    bertscore_threshold: float = 0.3  # a (ICU V-D)
+    bleu_threshold: float = 0.01  # b (ICU V-D)
+    num_beams: int = 2  # ICU's generation: 2-beam search
+    max_new_tokens: int | None = None  # None: as many as each sample's target has (ICU: 50 of 50)
+    before_training: bool | None = None  # also check before the first epoch; None: as the rule's source does
+    bertscore_model: str | None = None  # local BERTScore backbone; None: all-MiniLM-L6-v2 (metrics default)
+    batch_size: int = 32
+
+    def check(self) -> None:
+        if self.rule not in RULES:
+            raise ObliviateError(f"refinement.rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if self.num_beams < 1:
+            raise ObliviateError("refinement.num_beams must be >= 1")
+
+    @property
+    def checks_before_training(self) -> bool:
+        if self.before_training is not None:
+            return self.before_training
+        return self.rule == "reference"

@@ -26,34 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from obliviate.engine.callbacks import Callback, Control, EpochReport, EpochUpdate, RunArgs
-from obliviate.errors import ObliviateError
-
-RULES = ("paper", "reference")
-
-
-@dataclass
-class RefinementConfig:
-    enabled: bool = False
-    rule: str = "reference"  # "reference" (OR, recomputed every epoch; default, see docs/methods.md) | "paper" (AND, permanent)
-    bertscore_threshold: float = 0.3  # a (ICU V-D)
-    bleu_threshold: float = 0.01  # b (ICU V-D)
-    num_beams: int = 2  # ICU's generation: 2-beam search
-    max_new_tokens: int | None = None  # None: as many as each sample's target has (ICU: 50 of 50)
-    before_training: bool | None = None  # also check before the first epoch; None: as the rule's source does
-    bertscore_model: str | None = None  # local BERTScore backbone; None: all-MiniLM-L6-v2 (metrics default)
-    batch_size: int = 32
-
-    def check(self) -> None:
-        if self.rule not in RULES:
-            raise ObliviateError(f"refinement.rule must be one of {', '.join(RULES)}, got {self.rule!r}")
-        if self.num_beams < 1:
-            raise ObliviateError("refinement.num_beams must be >= 1")
-
-    @property
-    def checks_before_training(self) -> bool:
-        if self.before_training is not None:
-            return self.before_training
-        return self.rule == "reference"
+from obliviate.engine.config import RefinementConfig
 
 
 def is_forgotten(f1: float, bleu: float, cfg: RefinementConfig) -> bool:
