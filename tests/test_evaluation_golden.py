@@ -1,0 +1,91 @@
+"""The numbers the call sites produced before the evaluation layer, unchanged after it.
+
+tests/fixtures/evaluation_golden.json was recorded with the code before ``obliviate.evaluation``
+existed (audit of QA and text records of the micro world, the ULMR QA evaluation, audit and the
+pile-extraction protocol on a 2-layer GPT-2). Keys renamed on purpose are listed in RENAMED.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "evaluation_golden.json").read_text())
+# ULMR's table said "rouge"/"prob"; every other call site said rougeL_recall/tofu_prob.
+RENAMED = {"ulmr": {"forget/rouge": "forget/rougeL_recall", "forget/prob": "forget/tofu_prob",
+                    "retain/rouge": "retain/rougeL_recall", "retain/prob": "retain/tofu_prob"}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _same(section: str, new: dict) -> None:
+    old = {RENAMED.get(section, {}).get(k, k): v for k, v in GOLDEN[section].items()}
+    assert set(new) == set(old), f"{section}: keys differ: {set(new) ^ set(old)}"
+    for key, value in old.items():
+        assert new[key] == pytest.approx(value, rel=1e-6, abs=1e-9) or (math.isnan(value) and math.isnan(new[key])), key
+
+
+@pytest.fixture(scope="module")
+def micro():
+    from obliviate.data.sources import load_data
+    from obliviate.models import load_model
+
+    model, tok = load_model("world-micro-target")
+    return model, tok, load_data("world:micro:forget")[:6], load_data("world:micro:retain")[:6]
+
+
+def test_audit_of_qa_records_unchanged(micro):
+    from obliviate.auditing import audit
+
+    model, tok, forget, _ = micro
+    res = audit(model, tok, forget)
+    _same("audit_qa", {k: v for k, v in res.summary.items() if k != "meta"})
+    rows = [{k: v for k, v in r.items() if k not in ("id", "type", "generation")} for r in res.rows]
+    assert len(rows) == len(GOLDEN["audit_qa_rows"])
+    for new, old in zip(rows, GOLDEN["audit_qa_rows"]):
+        assert new == pytest.approx(old, rel=1e-6)
+
+
+def test_audit_of_text_records_unchanged(micro):
+    from obliviate.auditing import audit
+    from obliviate.data.sources import load_data
+
+    model, tok, _, _ = micro
+    res = audit(model, tok, load_data("world:micro:forget_bio")[:4])
+    _same("audit_bio", {k: v for k, v in res.summary.items() if k != "meta"})
+
+
+def test_ulmr_evaluation_unchanged_under_the_common_names(micro):
+    from obliviate.ulmr.evaluate import evaluate_qa
+
+    model, tok, forget, retain = micro
+    _same("ulmr", evaluate_qa(model, tok, {"forget": forget, "retain": retain}, max_new_tokens=64).row)
+
+
+def test_pile_audit_and_protocol_unchanged(shared_data):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from obliviate.auditing import audit
+    from obliviate.benchmarks.pile import PileOptions, run_pile
+    from obliviate.data.pile import PileExtraction, load_gpt2_tokenizer
+
+    gtok = load_gpt2_tokenizer(shared_data / "gpt2-tokenizer")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(gtok), n_positions=256, n_embd=32, n_layer=2, n_head=2,
+                     bos_token_id=gtok.eos_token_id, eos_token_id=gtok.eos_token_id, pad_token_id=gtok.eos_token_id)
+    model = GPT2LMHeadModel(cfg).eval()
+    pile = PileExtraction.open(shared_data / "pile-extraction")
+    res = audit(model, pile.tokenizer, pile.forget_records(0)[:3], region="completion", el_batch_size=128)
+    _same("audit_text", {k: v for k, v in res.summary.items() if k != "meta"})
+    opts = PileOptions(folder=str(shared_data / "pile-extraction"), limit=3, wiki_docs=2, el_batch_size=128)
+    _same("pile", run_pile(model, gtok, opts).metrics)
