@@ -85,7 +85,7 @@ def test_audit_accepts_a_data_spec(tiny_model, tiny_tokenizer, tmp_path):
 
 
 def test_unknown_metric_is_a_clear_error(tiny_model, tiny_tokenizer):
-    with pytest.raises(ObliviateError, match="unknown audit metric 'el10'"):
+    with pytest.raises(ObliviateError, match="unknown metric 'el10'"):
         audit(tiny_model, tiny_tokenizer, TEXTS, metrics="ma,el10")
 
 

@@ -76,8 +76,8 @@ def test_pile_audit_and_protocol_unchanged(shared_data):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from obliviate.auditing import audit
-    from obliviate.benchmarks.pile import PileOptions, run_pile
     from obliviate.data.pile import PileExtraction, load_gpt2_tokenizer
+    from obliviate.protocols.pile import PileOptions, run_pile
 
     gtok = load_gpt2_tokenizer(shared_data / "gpt2-tokenizer")
     torch.manual_seed(0)

@@ -90,16 +90,16 @@ def test_both_guardrails_through_the_same_metrics():
     plain = evaluate_qa(model, tok, splits, max_new_tokens=24)
     filt = OutputFilter.from_records(forget)
     filtered = evaluate_qa(model, tok, splits, output_filter=filt, max_new_tokens=24)
-    assert plain.row["forget/rouge"] > 0.9 and filtered.row["forget/rouge"] < 0.2
+    assert plain.row["forget/rougeL_recall"] > 0.9 and filtered.row["forget/rougeL_recall"] < 0.2
     assert filtered.row["forget/blocked"] > 0.8 and filtered.row["retain/blocked"] < 0.5
-    for key in ("forget/prob", "forget/truth_ratio", "retain/prob", "retain/truth_ratio"):
+    for key in ("forget/tofu_prob", "forget/truth_ratio", "retain/tofu_prob", "retain/truth_ratio"):
         assert filtered.row[key] == plain.row[key]  # a filter cannot change teacher-forced numbers
     assert filtered.logs["forget"]["unfiltered_text"] == plain.logs["forget"]["generated_text"]
 
     subjects = forget_subjects(forget)
     assert subjects == [forget[0].meta["name"]]
     prompted = evaluate_qa(model, tok, splits, template=system_prompt_template(subjects), max_new_tokens=24)
-    assert prompted.row["forget/prob"] != plain.row["forget/prob"]
+    assert prompted.row["forget/tofu_prob"] != plain.row["forget/tofu_prob"]
 
     table = format_table([TableRow("Original", plain.row), TableRow("Filter", filtered.row, filtered=True)])
     assert "| Filter | " in table and "†" in table and "teacher-forced" in table

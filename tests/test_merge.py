@@ -153,7 +153,7 @@ def test_cli_sweep_writes_and_evaluates_every_point_on_tofu_files(tmp_path):
     want = evaluate_qa(base, tok, {"forget": load_records(forget), "retain": load_records(retain)},
                        max_new_tokens=16).row
     assert {k: v for k, v in rows[2].items() if "/" in k} == want  # α = 1 is the original, metric for metric
-    assert rows[0]["forget/prob"] != want["forget/prob"]
+    assert rows[0]["forget/tofu_prob"] != want["forget/tofu_prob"]
 
     again = runner.invoke(app, args)  # never overwritten silently
     assert isinstance(again.exception, ObliviateError) and "--resume" in str(again.exception)
@@ -172,7 +172,7 @@ def test_sweep_resume_refuses_a_changed_checkpoint(tiny_model, tiny_tokenizer, t
     tuned_dir = save_model(_perturbed(tiny_model), tiny_tokenizer, tmp_path / "tuned")
     before = checkpoint_fingerprint(base_dir)
     rows = alpha_sweep(base_dir, tuned_dir, [0.0, 1.0], tmp_path / "sweep")
-    assert [r["alpha"] for r in rows] == [0.0, 1.0] and "forget/rouge" not in rows[0]
+    assert [r["alpha"] for r in rows] == [0.0, 1.0] and "forget/rougeL_recall" not in rows[0]
     assert alpha_sweep(base_dir, tuned_dir, [0.0, 0.5, 1.0], tmp_path / "sweep", resume=True)[2] == rows[1]
     save_model(_perturbed(tiny_model, seed=9), tiny_tokenizer, base_dir)  # "the same" base, rebuilt
     assert checkpoint_fingerprint(base_dir) != before

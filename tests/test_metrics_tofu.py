@@ -69,8 +69,8 @@ def test_split_scores_from_a_saved_log(tmp_path):
     log = {"avg_gt_loss": {"0": 0.0, "1": math.log(2)}, "rougeL_recall": {"0": 1.0, "1": 0.5},
            "avg_paraphrased_loss": {"0": 1.0, "1": 1.0}, "average_perturb_loss": {"0": [2.0, 4.0], "1": [1.0]}}
     scores = tofu.split_scores(log, "retain")
-    assert scores["prob"].value == pytest.approx(0.75)
-    assert scores["rouge"].value == pytest.approx(0.75)
+    assert scores["tofu_prob"].value == pytest.approx(0.75)
+    assert scores["rougeL_recall"].value == pytest.approx(0.75)
     assert scores["truth_ratio"].value == pytest.approx((1 - math.exp(-2.0) + 0.0) / 2)
     path = tmp_path / "log.json"
     path.write_text(json.dumps({"eval_log_forget.json": log}))
@@ -91,9 +91,9 @@ def test_reproduces_published_llama2_model_utility_and_forget_quality():
     assert row["model_utility"] == pytest.approx(0.6227, abs=5e-5)
     assert row["forget_quality"] == pytest.approx(1.834e-21, rel=1e-3)
     assert row["ks_statistic"] == pytest.approx(0.3967, abs=5e-5)
-    assert row["retain/prob"] == pytest.approx(0.9895, abs=5e-5)
+    assert row["retain/tofu_prob"] == pytest.approx(0.9895, abs=5e-5)
     assert row["real_authors/truth_ratio"] == pytest.approx(0.5962, abs=5e-5)
-    assert row["world_facts/rouge"] == pytest.approx(0.8825, abs=5e-5)
+    assert row["world_facts/rougeL_recall"] == pytest.approx(0.8825, abs=5e-5)
     assert row["retain/truth_ratio"] == pytest.approx(0.4747, abs=5e-5)
     assert row["forget/truth_ratio"] == pytest.approx(0.5160, abs=5e-5)
     retain_row = tofu.tofu_summary(retain)

@@ -51,8 +51,8 @@ def test_ulmr_on_the_micro_world_forgets_and_averaging_restores_utility(tmp_path
     assert info["alpha"] == 0.0 and info["sft"]["epochs"] == 4
 
     sft = evaluate_qa(result.model, result.tokenizer, splits, max_new_tokens=24).row
-    assert sft["forget/rouge"] < before["forget/rouge"] - 0.5
-    assert sft["forget/prob"] < before["forget/prob"] / 2
+    assert sft["forget/rougeL_recall"] < before["forget/rougeL_recall"] - 0.5
+    assert sft["forget/tofu_prob"] < before["forget/tofu_prob"] / 2
 
     # α sweep: utility comes back as α grows, α = 1 is the original model exactly
     tuned = result.model.state_dict()
@@ -62,7 +62,7 @@ def test_ulmr_on_the_micro_world_forgets_and_averaging_restores_utility(tmp_path
         model, _ = load_model("world-micro-target")
         model.load_state_dict(average_state_dicts(original, tuned, alpha))
         rows[alpha] = evaluate_qa(model, tok, splits, max_new_tokens=24).row
-    assert rows[0.5]["retain/rouge"] >= sft["retain/rouge"]
+    assert rows[0.5]["retain/rougeL_recall"] >= sft["retain/rougeL_recall"]
     assert rows[1.0] == before
 
     # the run folder: a second call refuses to redo it, --resume loads it

@@ -28,7 +28,6 @@ Rows come from:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import math
@@ -38,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.errors import ObliviateError
-from obliviate.metrics.registry import register_metric
+from obliviate.evaluation.registry import arrow, direction
 from obliviate.protocols.base import EVAL_FILE, read_eval
-from obliviate.protocols.columns import arrow, column_direction
 
 SUMMARY_FILE, ULMR_FILE = "summary.json", "ulmr.json"
 RUN_KEYS = ("ma", "el_", "retain_ppl", "retain_nll")  # summary keys shown as run/<key>
@@ -75,24 +73,16 @@ def run_evals(run_dir: Path) -> list[Path]:
     return sorted(p.parent for p in (run_dir / "eval").glob(f"*/{EVAL_FILE}")) if (run_dir / "eval").is_dir() else []
 
 
-def _register_directions(doc: Mapping[str, Any]) -> None:
-    """Keys computed at run time (lm-eval tasks) carry their direction in eval.json."""
-    for key, up in (doc.get("directions") or {}).items():
-        if column_direction(key) is None and up is not None:
-            # A metric registered with no direction on purpose keeps the registry's word (ValueError).
-            with contextlib.suppress(ValueError):
-                register_metric(key, higher_is_better=bool(up), description=f"declared by {doc.get('benchmark')}")
-
-
 def row_from_eval(path: Path, *, reference: bool | None = None) -> Row:
     doc = read_eval(path)
-    _register_directions(doc)
     folder = path if path.is_dir() else path.parent
     metrics = {k: float(v) for k, v in doc["metrics"].items() if isinstance(v, int | float)}
     return Row(doc.get("label") or str(doc.get("model")), metrics,
                reference=doc.get("reference", False) if reference is None else reference,
                kind="eval", path=folder, info={"benchmark": doc.get("benchmark"), "model": doc.get("model"),
-                                               "settings": doc.get("settings", {})})
+                                               "settings": doc.get("settings", {}),
+                                               # keys computed at run time (lm-eval tasks) carry their direction
+                                               "directions": doc.get("directions") or {}})
 
 
 def run_label(run_dir: Path) -> str:
@@ -186,6 +176,10 @@ class ComparisonTable:
     best: dict[str, set[int]] = field(default_factory=dict)
     second: dict[str, set[int]] = field(default_factory=dict)
     ppl_cap: float | None = PPL_CAP
+    declared: dict[str, bool | None] = field(default_factory=dict)  # directions the eval.json files carry
+
+    def direction(self, column: str) -> bool | None:
+        return True if column in SCORES else direction(column, self.declared)
 
     @property
     def ranked(self) -> list[int]:
@@ -215,7 +209,7 @@ class ComparisonTable:
     def caption(self) -> list[str]:
         ranked = [self.rows[i].label for i in self.ranked]
         refs = [r.label for r in self.rows if r.reference]
-        lines = ["↑ higher is better, ↓ lower is better (directions: obliviate.metrics.registry); "
+        lines = ["↑ higher is better, ↓ lower is better (directions: obliviate.evaluation.registry); "
                  "best of each column in bold, second underlined."]
         if self.scores:
             lines.append(f"s_z / s_m (ICU eq. 11: z-score / min-max normalisation, summed with the signs of the "
@@ -259,26 +253,28 @@ def _shown(column: str, value: float | None, ppl_cap: float | None) -> float | N
 def build_table(rows: Sequence[Row], *, columns: Sequence[str] | None = None,
                 ppl_cap: float | None = PPL_CAP) -> ComparisonTable:
     """Columns default to every metric some row has, directional ones first (in first-seen order)."""
+    declared = {k: v for r in rows for k, v in (r.info.get("directions") or {}).items()}
     if columns is None:
         seen: list[str] = []
         for r in rows:
             seen += [k for k in r.metrics if k not in seen]
-        columns = [c for c in seen if column_direction(c) is not None] + \
-                  [c for c in seen if column_direction(c) is None]
+        columns = [c for c in seen if direction(c, declared) is not None] + \
+                  [c for c in seen if direction(c, declared) is None]
     else:
         columns = expand_columns(columns, rows)
-    table = ComparisonTable(list(rows), list(columns), ppl_cap=ppl_cap)
+    table = ComparisonTable(list(rows), list(columns), ppl_cap=ppl_cap, declared=declared)
     ranked = table.ranked
-    table.score_columns = [c for c in table.columns if column_direction(c) is not None
+    table.score_columns = [c for c in table.columns if table.direction(c) is not None
                            and all(table.value(i, c) is not None for i in ranked)]
     if len(ranked) >= 2 and table.score_columns:
         from obliviate.metrics.normalize import normalized_scores
 
         values = {str(i): {c: _capped(c, table.value(i, c), ppl_cap) for c in table.score_columns} for i in ranked}
-        scores = normalized_scores(values, metrics=table.score_columns)
+        scores = normalized_scores(values, metrics=table.score_columns,
+                                   directions={c: table.direction(c) for c in table.score_columns})
         table.scores = {int(k): v for k, v in scores.items()}
     for column in table.all_columns:
-        up = True if column in SCORES else column_direction(column)
+        up = table.direction(column)
         if up is None:
             continue
         shown = {i: _shown(column, table.value(i, column), ppl_cap) for i in ranked}
@@ -311,14 +307,14 @@ def expand_columns(patterns: Sequence[str], rows: Sequence[Row]) -> list[str]:
 
 # --------------------------------------------------------------------------- output
 
-def header(column: str) -> str:
-    a = arrow(column) if column not in SCORES else "↑"
+def header(column: str, declared: Mapping[str, bool | None] | None = None) -> str:
+    a = arrow(column, declared) if column not in SCORES else "↑"
     return f"{column} {a}".strip()
 
 
 def to_markdown(table: ComparisonTable) -> str:
     cols = table.all_columns
-    lines = ["| run | " + " | ".join(header(c) for c in cols) + " |",
+    lines = ["| run | " + " | ".join(header(c, table.declared) for c in cols) + " |",
              "|---|" + "|".join("---:" for _ in cols) + "|"]
     for i, r in enumerate(table.rows):
         cells = []
@@ -350,7 +346,8 @@ def to_rich(table: ComparisonTable, title: str | None = None):
     out.add_column("run", no_wrap=True)
     for c in table.all_columns:
         split, _, metric = c.rpartition("/")
-        out.add_column(f"{split}\n{metric} {arrow(c) if c not in SCORES else '↑'}" if split else header(c),
+        out.add_column(f"{split}\n{metric} {arrow(c, table.declared) if c not in SCORES else '↑'}" if split
+                       else header(c, table.declared),
                        justify="right")
     for i, r in enumerate(table.rows):
         cells = []

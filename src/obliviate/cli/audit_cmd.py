@@ -97,7 +97,7 @@ def _jsonl(row: dict) -> str:
 def _print_table(console, summary: dict, out: Path | None) -> None:
     from rich.table import Table
 
-    from obliviate.metrics.registry import metric_info
+    from obliviate.evaluation.registry import arrow, describe
 
     meta = summary["meta"]
     table = Table(title=f"audit of {meta.get('model')} on {meta.get('data')} ({meta['num_records']} records)")
@@ -108,15 +108,9 @@ def _print_table(console, summary: dict, out: Path | None) -> None:
     for name, value in summary.items():
         if name == "meta":
             continue
-        base = name.split("/", 1)[-1]
-        try:
-            info = metric_info(base)
-            arrow = {True: "↑", False: "↓", None: ""}[info.higher_is_better]
-            what = info.description
-        except KeyError:
-            arrow, what = "", ""
+        base = name.split("/", 1)[-1]  # "text/ma", "qa/ma": the record kind, not a group
         shown = str(value) if isinstance(value, bool) else (f"{value:.4g}" if isinstance(value, float) else str(value))
-        table.add_row(name, shown, arrow, what)
+        table.add_row(name, shown, arrow(base), describe(base))
     console.print(table)
     for key, value in meta.items():
         if key.endswith("bertscore_backbone"):

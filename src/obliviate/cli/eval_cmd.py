@@ -96,7 +96,7 @@ def _print(console, result, name: str, out: Path | None) -> None:
     from rich.table import Table
 
     from obliviate.compare import format_value
-    from obliviate.protocols.columns import arrow
+    from obliviate.evaluation.registry import arrow
 
     table = Table(title=f"{result.benchmark}: {name} ({result.seconds:.0f} s)")
     table.add_column("metric")
@@ -109,6 +109,6 @@ def _print(console, result, name: str, out: Path | None) -> None:
     for key in ("bertscore_backbone", "verdict", "forget_quality", "model_utility", "rouge"):
         if key in result.details:
             console.print(f"[dim]{key}: {result.details[key]}[/dim]")
-    console.print("[dim]definitions: docs/benchmarks.md; directions: obliviate.metrics.registry[/dim]")
+    console.print("[dim]definitions: docs/benchmarks.md; directions: obliviate.evaluation.registry[/dim]")
     if out is not None:
         console.print(f"saved to {out}")

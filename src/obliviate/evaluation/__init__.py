@@ -7,7 +7,14 @@
 from __future__ import annotations
 
 from obliviate.evaluation.evaluate import EvalOptions, Evaluation, evaluate
-from obliviate.evaluation.registry import arrow, describe, direction, key_info, metric_spec, registered_metrics
+from obliviate.evaluation.registry import (
+           arrow,
+           describe,
+           direction,
+           key_info,
+           metric_spec,
+           registered_metrics,
+)
 
 __all__ = ["EvalOptions", "Evaluation", "arrow", "describe", "direction", "evaluate", "key_info", "metric_spec",
            "registered_metrics"]

@@ -10,7 +10,6 @@ registered with its direction in ``registry.py``. Results come back under ``<gro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,7 +21,7 @@ from obliviate.errors import ObliviateError
 from obliviate.evaluation.registry import ALIASES, metric_spec
 from obliviate.metrics import generation, memorization, text, tofu
 from obliviate.metrics.base import MetricResult, mean
-from obliviate.metrics.likelihood import token_logprobs
+from obliviate.metrics.likelihood import perplexity_of, token_logprobs, token_weighted_nll
 from obliviate.metrics.memorization import Region
 
 TEXT_DEFAULT = ("ma", "el", "exact", "bleu_icu", "bertscore", "rougeL_f1", "entropy")
@@ -108,24 +107,8 @@ class GroupData:
 # --------------------------------------------------------------------------- one function per metric
 
 def _el(d: GroupData, name: str) -> MetricResult | None:
-    """EL_n over the records long enough for it; the others get None (QA answers are often short)."""
-    n = int(name[3:])
-
-    def eligible(e: Encoded) -> bool:
-        first = 1 if d.region == "all" else max(1, e.prompt_len)
-        return len(e.ids) > n and first <= len(e.ids) - n
-
-    keep = [k for k, e in enumerate(d.examples) if eligible(e)]
-    if not keep:
-        return None
-    res = memorization.extraction_likelihood(d.model, [d.examples[k] for k in keep], n=n, region=d.region,
-                                             batch_size=d.opts.el_batch_size)
-    aligned: list[float | None] = [None] * len(d.examples)
-    for k, v in zip(keep, res.per_sample):
-        aligned[k] = v
-    res.details.pop("per_position", None)  # large; the per-sample values are kept
-    res.details["skipped"] = len(d.examples) - len(keep)
-    return MetricResult(res.name, res.value, aligned, res.details)
+    return memorization.extraction_likelihood_aligned(d.model, d.examples, n=int(name[3:]), region=d.region,
+                                                      batch_size=d.opts.el_batch_size)
 
 
 def _losses(d: GroupData) -> list[float]:
@@ -133,14 +116,12 @@ def _losses(d: GroupData) -> list[float]:
 
 
 def _nll(d: GroupData) -> MetricResult:
-    total = sum(len(t.logprobs) for t in d.logprobs)
-    value = sum(t.nll_sum for t in d.logprobs) / max(total, 1)  # token-weighted, as the engine's retain NLL
-    return MetricResult("nll", value, _losses(d), {"aggregate": "token-weighted mean", "tokens": total})
+    return MetricResult("nll", token_weighted_nll(d.logprobs), _losses(d), {"aggregate": "token-weighted mean"})
 
 
 def _ppl(d: GroupData) -> MetricResult:
     nll = _nll(d)
-    return MetricResult("ppl", math.exp(min(nll.value, 50.0)), [math.exp(min(x, 50.0)) for x in nll.per_sample],
+    return MetricResult("ppl", perplexity_of(nll.value), [perplexity_of(x) for x in nll.per_sample],
                         {"aggregate": "exp(token-weighted mean NLL), capped at exp(50)"})
 
 

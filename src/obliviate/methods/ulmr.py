@@ -261,13 +261,12 @@ def _measure_before_after(cfg: Any, model_spec: Any, final: Any, tokenizer: Any,
                           final_epoch: int) -> tuple[dict, dict, dict]:
     """MA / EL_n of the original forget set and retain perplexity (the engine's settings), of the
     original and the averaged model, and the report's before/after generations."""
-    import math
 
-    from obliviate.auditing import _el_where_possible
     from obliviate.data.encode import PromptTemplate, encode_records
     from obliviate.data.sources import load_data
     from obliviate.metrics import memorization_accuracy
-    from obliviate.metrics.likelihood import token_logprobs
+    from obliviate.metrics.likelihood import perplexity_of, token_logprobs, token_weighted_nll
+    from obliviate.metrics.memorization import extraction_likelihood_aligned
     from obliviate.models import load_model
     from obliviate.report.trace import generate_for, sample_texts
 
@@ -282,13 +281,13 @@ def _measure_before_after(cfg: Any, model_spec: Any, final: Any, tokenizer: Any,
 
     def measure(net: Any) -> tuple[dict, list[str]]:
         row = {"ma": memorization_accuracy(net, enc, region=ev.ma_region, batch_size=ev.batch_size).value}
-        el = _el_where_possible(net, enc, ev.el_n, ev.el_region, ev.el_batch_size)
+        el = extraction_likelihood_aligned(net, enc, n=ev.el_n, region=ev.el_region, batch_size=ev.el_batch_size)
         if el is not None:
             row[f"el_{ev.el_n}"] = el.value
         if renc:
             lps = token_logprobs(net, renc, region="completion", batch_size=ev.batch_size, show_progress=False)
-            nll = sum(t.nll_sum for t in lps) / max(sum(len(t.logprobs) for t in lps), 1)
-            row.update(retain_nll=nll, retain_ppl=math.exp(min(nll, 50.0)))
+            nll = token_weighted_nll(lps)
+            row.update(retain_nll=nll, retain_ppl=perplexity_of(nll))
         return row, generate_for(net, tokenizer, enc[:n]) if n else []
 
     original, _ = load_model(model_spec, dtype=cfg.model_dtype)

@@ -11,12 +11,11 @@ Import from here; the submodules are:
 * ``mia``          -- LOSS / zlib / Min-K% / Min-K%++ / reference attacks, AUC, PrivLeak
 * ``normalize``    -- the ICU paper's s_z and s_m
 * ``reference_loops`` -- the slow per-position MA/EL loops the fast ones are tested against
-* ``registry``     -- every metric name with its direction
 """
 
 from __future__ import annotations
 
-from obliviate.metrics.base import MetricResult, metric_direction, register_metric
+from obliviate.metrics.base import MetricResult
 from obliviate.metrics.generation import (
     Generation,
     exact_extraction,
@@ -34,7 +33,6 @@ from obliviate.metrics.memorization import (
 )
 from obliviate.metrics.normalize import normalized_scores
 from obliviate.metrics.perplexity import perplexity
-from obliviate.metrics.registry import metric_info, registered_metrics
 from obliviate.metrics.text import (
     BertScorer,
     bleu_icu,
@@ -59,13 +57,9 @@ __all__ = [
     "generate_completions",
     "get_bert_scorer",
     "memorization_accuracy",
-    "metric_direction",
-    "metric_info",
     "ngram_overlap",
     "normalized_scores",
     "perplexity",
-    "register_metric",
-    "registered_metrics",
     "rouge_l",
     "sacrebleu_sentence",
     "token_entropy",

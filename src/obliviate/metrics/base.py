@@ -1,4 +1,4 @@
-"""The result type every metric returns, plus the direction registry (re-exported).
+"""The result type every metric returns (directions live in ``obliviate.evaluation.registry``).
 
 A metric is a pure function of a model/tokenizer and records (or of plain numbers/strings)
 that returns a ``MetricResult``: one aggregate ``value`` and the ``per_sample`` values it was
@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from obliviate.metrics.registry import metric_direction, register_metric
-
-__all__ = ["MetricResult", "mean", "metric_direction", "register_metric"]
+__all__ = ["MetricResult", "mean"]
 
 
 @dataclass

@@ -79,6 +79,17 @@ def token_logprobs(model, examples: Sequence[Encoded], *, region: Region = "comp
     return out  # type: ignore[return-value]
 
 
+def token_weighted_nll(scores: Sequence[TokenLogProbs]) -> float:
+    """Mean NLL over all scored tokens of all examples (each token counts once): the one
+    perplexity obliviate reports is ``perplexity_of(token_weighted_nll(...))``."""
+    return math.fsum(t.nll_sum for t in scores) / max(sum(len(t.logprobs) for t in scores), 1)
+
+
+def perplexity_of(nll: float) -> float:
+    """exp(NLL), capped at exp(50) so a destroyed model prints a large number, not inf."""
+    return math.exp(min(nll, 50.0))
+
+
 def completion_nll(model, examples: Sequence[Encoded], *, batch_size: int = 16,
                    pad_id: int | None = None) -> list[float]:
     """Mean NLL per token of each example's completion (TOFU's ``avg_gt_loss``; the eos counts)."""

@@ -381,6 +381,28 @@ def extraction_likelihood(model, examples: Sequence[Encoded], *, n: int = 10, re
     return MetricResult(f"el_{n}", mean(per_sample), per_sample, details)
 
 
+def extraction_likelihood_aligned(model, examples: Sequence[Encoded], *, n: int, region: Region = "all",
+                                  batch_size: int = 64) -> MetricResult | None:
+    """EL_n over the examples long enough for it, per-sample values aligned with the input (None
+    for the others: QA answers are often shorter than n); None when no example is long enough."""
+    examples = list(examples)
+
+    def eligible(e: Encoded) -> bool:
+        first = 1 if region == "all" else max(1, e.prompt_len)
+        return len(e.ids) > n and first <= len(e.ids) - n
+
+    keep = [k for k, e in enumerate(examples) if eligible(e)]
+    if not keep:
+        return None
+    res = extraction_likelihood(model, [examples[k] for k in keep], n=n, region=region, batch_size=batch_size)
+    aligned: list[float | None] = [None] * len(examples)
+    for k, v in zip(keep, res.per_sample):
+        aligned[k] = v
+    res.details.pop("per_position", None)  # large; the per-sample values are kept
+    res.details["skipped"] = len(examples) - len(keep)
+    return MetricResult(res.name, res.value, aligned, res.details)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- thresholds
 
 @dataclass(frozen=True)

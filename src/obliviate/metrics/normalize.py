@@ -2,7 +2,8 @@
 
 For each metric, normalise its values across the runs (z-score with the population standard
 deviation for s_z, min-max for s_m), flip the sign of metrics where lower is better, and sum
-over metrics: s = sum_up M_i - sum_down M_i. Directions come from the metric registry.
+over metrics: s = sum_up M_i - sum_down M_i. Directions are passed in (the
+callers read them from ``obliviate.evaluation.registry``).
 
 This reproduces the paper's Table I exactly (125M block: s_z 2.23 / -5.72 / -5.01 / 2.69 /
 2.03 / 3.78 for OPT, KUMPR, DPO, KL, LLMU, ICU) with ddof=0 and PPL ">1000" taken as 1000;
@@ -15,28 +16,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from obliviate.metrics.registry import metric_direction
 
-
-def normalized_scores(runs: Mapping[str, Mapping[str, float]], *, metrics: Sequence[str] | None = None,
-                      directions: Mapping[str, bool] | None = None) -> dict[str, dict[str, float]]:
+def normalized_scores(runs: Mapping[str, Mapping[str, float]], *, directions: Mapping[str, bool | None],
+                      metrics: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """{run: {"s_z": ..., "s_m": ...}} for runs given as {run: {metric: value}}.
 
-    ``metrics`` defaults to those every run has whose direction is known; ``directions``
-    overrides the registry (True = higher is better). A metric with the same value in every
-    run contributes 0 (its spread is 0).
+    ``directions``: metric -> True (higher is better) / False / None (callers read them from
+    ``obliviate.evaluation.registry``; this function stays pure). ``metrics`` defaults to those
+    every run has whose direction is known. A metric with the same value in every run
+    contributes 0 (its spread is 0).
     """
     names = list(runs)
     if len(names) < 2:
         raise ValueError("normalised scores compare at least two runs")
     if metrics is None:
         common = set.intersection(*(set(m) for m in runs.values()))
-        metrics = sorted(m for m in common if _direction(m, directions) is not None)
+        metrics = sorted(m for m in common if directions.get(m) is not None)
     if not metrics:
         raise ValueError("no metric with a known direction is shared by all runs")
     out = {name: {"s_z": 0.0, "s_m": 0.0} for name in names}
     for metric in metrics:
-        up = _direction(metric, directions)
+        up = directions.get(metric)
         if up is None:
             raise ValueError(f"metric {metric!r} has no direction (higher_is_better=None); exclude it")
         sign = 1.0 if up else -1.0
@@ -52,12 +52,3 @@ def normalized_scores(runs: Mapping[str, Mapping[str, float]], *, metrics: Seque
             out[name]["s_z"] += sign * ((v - mu) / sd if sd > 0 else 0.0)
             out[name]["s_m"] += sign * ((v - lo) / (hi - lo) if hi > lo else 0.0)
     return out
-
-
-def _direction(metric: str, overrides: Mapping[str, bool] | None) -> bool | None:
-    if overrides and metric in overrides:
-        return overrides[metric]
-    try:
-        return metric_direction(metric)
-    except KeyError:
-        return None

@@ -149,19 +149,21 @@ def log_ratios(log: Mapping[str, Any], *, mean_kind: TruthMean = "geometric", wh
 
 def split_scores(log: Mapping[str, Any], split: SplitKind, *, mean_kind: TruthMean = "geometric",
                  where: str = "<log>") -> dict[str, MetricResult]:
-    """(probability, ROUGE, truth ratio) of one split from its per-item log; a number whose
-    fields the log lacks is left out (a retain model's file may hold only forget ratios)."""
+    """(probability, ROUGE, truth ratio) of one split from its per-item log, keyed by their
+    registered names (``tofu_prob`` on forget/retain, ``tofu_prob_options`` on RA/WF,
+    ``rougeL_recall``, ``truth_ratio``); a number whose fields the log lacks is left out (a
+    retain model's file may hold only forget ratios)."""
     out: dict[str, MetricResult] = {}
     if "avg_gt_loss" in log:
         gt = [float(x) for x in _values(log, "avg_gt_loss", where)]
         if split in ("forget", "retain"):
-            out["prob"] = answer_probability(gt)
+            out["tofu_prob"] = answer_probability(gt)
         elif "average_perturb_loss" in log:
             pert = [[float(y) for y in x] for x in _values(log, "average_perturb_loss", where)]
-            out["prob"] = option_probability(gt, pert)
+            out["tofu_prob_options"] = option_probability(gt, pert)
     if "rougeL_recall" in log:
         rouge = [float(x) for x in _values(log, "rougeL_recall", where)]
-        out["rouge"] = MetricResult("rougeL_recall", mean(rouge), rouge, {"stemmer": True})
+        out["rougeL_recall"] = MetricResult("rougeL_recall", mean(rouge), rouge, {"stemmer": True})
     try:
         ratios = log_ratios(log, mean_kind=mean_kind, where=where)
     except DataError:

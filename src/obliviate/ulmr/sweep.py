@@ -62,7 +62,7 @@ def alpha_sweep(base: str | os.PathLike, tuned: str | os.PathLike, alphas: Seque
         done = {row["alpha"]: row for row in stored["rows"] if (point_dir(out, row["alpha"]) / MERGE_INFO).is_file()}
     rows: list[dict[str, Any]] = []
     for alpha in progress(alphas, desc="alpha sweep"):
-        if alpha in done and (splits is None or "forget/rouge" in done[alpha]):
+        if alpha in done and (splits is None or "forget/rougeL_recall" in done[alpha]):
             rows.append(done[alpha])
             continue
         folder = merge_checkpoints(base, tuned, alpha, point_dir(out, alpha), overwrite=True)
