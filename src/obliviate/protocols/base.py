@@ -3,7 +3,7 @@
 A benchmark is a function ``run(model, tokenizer, options) -> EvalResult`` plus a typed options
 dataclass (``BenchmarkSpec``). ``EvalResult.metrics`` is a flat ``{key: value}`` mapping with
 keys such as ``forget/el_10`` or ``forget_quality`` (their directions are declared in
-``obliviate.protocols.columns``); everything needed to read the numbers (settings, data
+``obliviate.evaluation.registry``); everything needed to read the numbers (settings, data
 sources, backbones, orientations) goes in ``details``.
 
 An evaluation folder (``obliviate eval --out DIR``) holds::
