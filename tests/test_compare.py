@@ -109,7 +109,7 @@ def test_format_and_column_patterns(paper_evals):
 def _fake_run(path, method, before, after, evals=None):
     (path / "model").mkdir(parents=True)
     (path / "config.yaml").write_text(f"method: {method}\n")
-    summary = {"method": method, "model": "tiny", "forget": "f.jsonl", "n_forget": 4, "epochs": 2,
+    summary = {"format": "obliviate-run/1", "method": method, "model": "tiny", "forget": "f.jsonl", "n_forget": 4, "epochs": 2,
                "optimizer_steps": 2, "stop_reason": "max_epochs", "before": before, "after": after}
     (path / "summary.json").write_text(json.dumps(summary))
     for name, metrics in (evals or {}).items():

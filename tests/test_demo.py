@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from obliviate.cli import app
 from obliviate.demo import DEMO_SPLITS, SPLIT_METRICS, DemoConfig, build_table, run_demo
 from obliviate.errors import ObliviateError
+from obliviate.runfolder import RunFolder
 from obliviate.unlearning import build_config
 
 
@@ -36,17 +37,20 @@ def test_demo_config_is_a_valid_unlearning_config():
 
 
 def test_demo_folder_is_never_overwritten_silently(tmp_path):
-    out = tmp_path / "demo"
-    out.mkdir()
+    out = RunFolder.create(tmp_path / "demo", "demo").path
     (out / "audit_before.json").write_text("{}")
-    with pytest.raises(ObliviateError, match="already holds a run"):
+    with pytest.raises(ObliviateError, match="already holds an obliviate demo"):
         run_demo(out)
     (out / "demo.json").write_text("{}")
     with pytest.raises(ObliviateError, match="already finished"):
         run_demo(out, resume=True)
     res = CliRunner().invoke(app, ["demo", "--out", str(out)])
-    assert res.exit_code != 0 and "already holds a run" in str(res.exception)
+    assert res.exit_code != 0 and "already holds an obliviate demo" in str(res.exception)
     assert (out / "demo.json").read_text() == "{}"  # untouched
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(ObliviateError, match="obliviate did not write"):
+        run_demo(tmp_path / "mine", overwrite=True)
     with pytest.raises(ObliviateError, match="nothing to resume"):
         run_demo(tmp_path / "empty", resume=True)
 

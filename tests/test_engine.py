@@ -276,7 +276,7 @@ def test_refuses_to_overwrite_a_run(micro, tmp_path):
     kw = dict(method="graddiff", retain=retain, tokenizer=tok, overrides=[*FAST, "stop.max_epochs=1"])
     obliviate.unlearn(copy.deepcopy(model), forget, out=tmp_path / "run", **kw)
     marker = (tmp_path / "run" / "summary.json").read_text()
-    with pytest.raises(ObliviateError, match="already holds a run"):
+    with pytest.raises(ObliviateError, match="already holds an obliviate run"):
         obliviate.unlearn(copy.deepcopy(model), forget, out=tmp_path / "run", **kw)
     assert (tmp_path / "run" / "summary.json").read_text() == marker  # untouched
     with pytest.raises(ObliviateError, match="keeps its config"):

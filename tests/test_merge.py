@@ -97,9 +97,14 @@ def test_merge_checkpoints_on_disk(tiny_model, tiny_tokenizer, tmp_path):
     model, _ = load_model(tmp_path / "m1.0")  # a normal HF folder that loads back = the original
     ids = torch.tensor([[1, 2, 3, 4]])
     assert torch.equal(model(ids).logits, tiny_model(ids).logits)
-    with pytest.raises(ObliviateError, match=r"not empty.*--overwrite"):
+    with pytest.raises(ObliviateError, match=r"already holds an obliviate merge.*--overwrite"):
         merge_checkpoints(base_dir, tuned_dir, 0.5, tmp_path / "m0.5")
     merge_checkpoints(base_dir, tuned_dir, 0.25, tmp_path / "m0.5", overwrite=True)
+    # --overwrite replaces an earlier merge only, never a folder obliviate did not write.
+    for overwrite in (False, True):
+        with pytest.raises(ObliviateError, match="obliviate did not write"):
+            merge_checkpoints(base_dir, tuned_dir, 0.5, base_dir, overwrite=overwrite)
+    assert (base_dir / "config.json").is_file()
 
 
 def test_merge_refuses_other_architectures_and_shapes(tiny_model, tiny_tokenizer, tmp_path):

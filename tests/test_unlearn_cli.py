@@ -83,14 +83,37 @@ def test_bad_input_is_one_line_error(monkeypatch, capsys, tmp_path, args, messag
     assert "Traceback" not in err
 
 
-def test_existing_run_is_not_overwritten(monkeypatch, capsys, tmp_path):
-    out = tmp_path / "run"
+def test_foreign_folder_is_never_replaced(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "proj"
     out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    code, _, err = run_cli(monkeypatch, capsys, *MICRO, "--method", "kumpr", "--out", str(out), *FAST)
-    assert code == 2 and "already holds a run" in err and (out / "keep.txt").read_text() == "mine"
+    (out / "train.py").write_text("mine")
+    for extra in ((), ("--overwrite",)):
+        code, _, err = run_cli(monkeypatch, capsys, *MICRO, "--method", "kumpr", "--out", str(out), *FAST, *extra)
+        assert code == 2 and "obliviate did not write" in err and "--overwrite" not in err, err
+        assert sorted(p.name for p in out.iterdir()) == ["train.py"] and (out / "train.py").read_text() == "mine"
     code, _, err = run_cli(monkeypatch, capsys, "--out", str(out), "--resume")
     assert code == 2 and "nothing to resume" in err
+
+
+def test_failed_start_writes_nothing_and_keeps_the_old_run(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "run"
+    # A validation error found only after the model is loaded: no folder, no stub config.yaml.
+    code, _, err = run_cli(monkeypatch, capsys, "--model", "world-micro-target", "--forget", "world:micro:forget",
+                           "--method", "graddiff", "--out", str(out), *FAST)
+    assert code == 2 and "needs a retain set" in err and not out.exists()
+    code, _, err = run_cli(monkeypatch, capsys, *MICRO, "--method", "graddiff", "--out", str(out), *FAST,
+                           "stop.max_epochs=1")
+    assert code == 0, err  # the corrected command needs no --overwrite
+    summary = (out / "summary.json").read_text()
+    assert json.loads(summary)["format"] == "obliviate-run/1"
+    for bad in (["--forget", str(tmp_path / "typo.jsonl")], ["train.lr=-1"], ["--retain", str(tmp_path / "no.jsonl")]):
+        args = [*MICRO, "--method", "graddiff", "--out", str(out), *FAST, "--overwrite"]
+        for k, a in enumerate(args[:-1]):
+            if a == bad[0] and a.startswith("--"):
+                args[k + 1] = bad[1]
+        code, _, err = run_cli(monkeypatch, capsys, *args, *([] if bad[0].startswith("--") else bad))
+        assert code == 2 and "error:" in err, err
+        assert (out / "summary.json").read_text() == summary and (out / "model" / "config.json").is_file()
 
 
 @pytest.mark.slow

@@ -121,7 +121,7 @@ def run_demo(out: str | Path = "runs/demo", *, resume: bool = False, overwrite: 
     from obliviate.data.io import read_json, write_json
     from obliviate.metrics import get_bert_scorer
     from obliviate.models import load_model
-    from obliviate.rundir import prepare_run_dir
+    from obliviate.runfolder import RunFolder
 
     cfg = config or DemoConfig()
     started = time.perf_counter()
@@ -129,13 +129,14 @@ def run_demo(out: str | Path = "runs/demo", *, resume: bool = False, overwrite: 
     if resume and (out / "demo.json").is_file():
         raise ObliviateError(f"{out}: the demo already finished there; see {out / 'demo.json'} "
                              "(or run again with --overwrite)")
-    prepare_run_dir(out, "resume" if resume else "overwrite" if overwrite else "new", marker="audit_before.json")
+    folder = RunFolder.prepare(out, "demo", overwrite=overwrite, resume=resume)
     run = out / "unlearn"
     resume_run = resume and (run / "config.yaml").is_file()
 
     log.info("loading %s", cfg.model)
     model, tokenizer = load_model(cfg.model)
     scorer = get_bert_scorer()
+    folder.begin()
     log.info("auditing before unlearning (BERTScore backbone: %s)", scorer.backbone)
     before = _audit_all(model, tokenizer, cfg.el_n, out / "audit_before.json", scorer)
 

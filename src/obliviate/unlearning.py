@@ -40,10 +40,10 @@ from obliviate.engine.refinement import RefinementConfig
 from obliviate.errors import ObliviateError
 from obliviate.lineage import LineageConfig, Plan, parent_run, plan_request, write_lineage
 from obliviate.methods.base import MethodConfig
+from obliviate.runfolder import RunFolder, format_name
 
 log = logging.getLogger(__name__)
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
+CONFIG_FILE, SUMMARY_FILE = RunFolder.CONFIG, RunFolder.SUMMARY
 
 
 @dataclass
@@ -205,8 +205,6 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
     ``after``: a finished run folder to continue (a run folder given as ``model`` means the same);
     the new run records the chain of requests in ``lineage.json`` (``obliviate.lineage``).
     """
-    from obliviate.rundir import prepare_run_dir
-
     if resume and overwrite:
         raise ObliviateError("choose either resume or overwrite, not both")
     if resume and after is not None:
@@ -230,21 +228,22 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
         return result
     from obliviate.engine.distributed import on_main
 
-    run_dir: Path | None = None
-    if out is not None and resume:
-        # One process checks and prepares the folder; the others get its answer (or its error).
-        run_dir = on_main(lambda: prepare_run_dir(out, "resume", marker=CONFIG_FILE))
+    folder: RunFolder | None = None
+    if out is not None:
+        # Checks only (the main process's answer, or its error, for all): nothing is written until
+        # every input has been validated, so a failed start leaves an earlier run untouched.
+        folder = on_main(lambda: RunFolder.prepare(out, "run", overwrite=overwrite, resume=resume))
     elif resume:
         raise ObliviateError("resume needs the run folder (out=...)")
 
     if resume:
-        assert run_dir is not None
+        assert folder is not None
         if config is not None or overrides or method is not None:
-            raise ObliviateError(f"{run_dir}: a resumed run keeps its config.yaml; drop --config/--method/overrides "
-                                 "(or start a new run)")
-        cfg = build_config(None, run_dir / CONFIG_FILE)
-        if (run_dir / SUMMARY_FILE).is_file():
-            return _finished(cfg, run_dir)
+            raise ObliviateError(f"{folder.path}: a resumed run keeps its config.yaml; drop --config/--method/"
+                                 "overrides (or start a new run)")
+        cfg = build_config(None, folder / CONFIG_FILE)
+        if folder.finished:
+            return _finished(cfg, folder.path)
         _check_same(cfg, model, forget, retain, analogous, pool)
     else:
         cfg = build_config(method, config, overrides)
@@ -261,14 +260,8 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
         raise ObliviateError("no forget set given (--forget)")
     # Inputs are checked (the overlap policy may refuse the request) before the run folder is made.
     plan = _plan(cfg, forget, Path(out) if out is not None else None)
-    if out is not None and not resume:
-        run_dir = on_main(lambda: prepare_run_dir(out, "overwrite" if overwrite else "new", marker=CONFIG_FILE))
-    if run_dir is not None and not resume and _is_main_process():
-        from obliviate.data.io import atomic_write_text
-
-        atomic_write_text(run_dir / CONFIG_FILE, config_yaml(cfg))
-    result = _run(cfg, model, tokenizer, plan.records, retain, analogous, pool, run_dir, resume, callbacks)
-    _write_lineage(run_dir, plan)
+    result = _run(cfg, model, tokenizer, plan.records, retain, analogous, pool, folder, resume, callbacks)
+    _write_lineage(result.run_dir, plan)
     return result
 
 
@@ -330,15 +323,16 @@ def _check_same(cfg: UnlearnConfig, model: Any, *data: Any) -> None:
 
 
 def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: Any, analogous: Any, pool: Any,
-         run_dir: Path | None, resume: bool, callbacks: Sequence[Any]) -> UnlearnResult:
+         folder: RunFolder | None, resume: bool, callbacks: Sequence[Any]) -> UnlearnResult:
     from obliviate.data.encode import PromptTemplate, encode_records
-    from obliviate.data.io import read_json, write_records
+    from obliviate.data.io import read_json
     from obliviate.data.sources import load_data
     from obliviate.engine import Engine, UnlearnData, mismatch_alternates, refusal_alternates
     from obliviate.methods import get_method
     from obliviate.models import load_model
 
     started = time.perf_counter()
+    run_dir: Path | None = folder.path if folder is not None else None
     spec = get_method(cfg.method)
     req = cfg.method_args.requirements()
     data_cfg = cfg.data
@@ -360,15 +354,14 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     data = UnlearnData(forget=encode_records(forget_records, tokenizer, template, max_length=max_len),
                        retain=encode_records(retain_records, tokenizer, template, max_length=max_len) or None)
 
+    neighbors = None
     if req.analogous:
         from obliviate.engine.distributed import on_main
 
         # Chosen once (main process) and shared, so every process pairs the same samples.
-        analogous_records = on_main(lambda: _analogous(cfg, forget_records, analogous, pool, retain_records,
-                                                       run_dir, resume))
+        analogous_records, neighbors = on_main(lambda: _analogous(cfg, forget_records, analogous, pool,
+                                                                  retain_records, run_dir, resume))
         data.analogous = encode_records(analogous_records, tokenizer, template, max_length=max_len)
-        if run_dir is not None and not (run_dir / "analogous.jsonl").is_file() and _is_main_process():
-            write_records(analogous_records, run_dir / "analogous.jsonl")
     if req.alternates == "refusals":
         from obliviate.methods.dpo import load_refusals
 
@@ -390,6 +383,8 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
                     refinement=cfg.refinement, evaluation=cfg.eval, run_dir=run_dir,
                     callbacks=[*([writer] if writer else []), *recorders, *callbacks],
                     keep_checkpoints=cfg.keep_checkpoints)
+    if folder is not None and not resume:
+        _start_folder(folder, cfg, analogous_records if req.analogous else None, neighbors)
     engine.setup(resume=resume)
     if engine.state.before.get("id") and engine.state.before["id"] != [e.id for e in data.forget]:
         raise ObliviateError(f"{run_dir}: the forget set differs from the one this run started with")
@@ -405,13 +400,11 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
                                   "distributed_type": str(engine.acc.distributed_type.value),
                                   "sharded_weights": engine.sharded,
                                   "weights_sha256_per_process": exported.per_process_sha256}
-    if run_dir is not None and engine.acc.is_main_process:
-        from obliviate.data.io import write_json
-
+    if folder is not None and engine.acc.is_main_process:
         writer.write(engine.report())  # type: ignore[union-attr]
         if (run_dir / "neighbors.json").is_file():
             summary["neighbors"] = read_json(run_dir / "neighbors.json")
-        write_json(run_dir / SUMMARY_FILE, summary)  # written last: its presence means "finished"
+        folder.write_summary(summary)  # written last: its presence means "finished"
         if not cfg.keep_final_checkpoint:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         if cfg.report.enabled:
@@ -420,6 +413,23 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     if exported.model is not None:  # None on the other processes of a ZeRO-3/FSDP run
         exported.model.eval()
     return UnlearnResult(exported.model, tokenizer, cfg, summary, result.history, run_dir)
+
+
+def _start_folder(folder: RunFolder, cfg: UnlearnConfig, analogous: list | None, neighbors: dict | None) -> None:
+    """Every input is valid: create the run folder (replacing an earlier run with overwrite) and
+    write what the run starts from. Main process only; the others wait for the folder."""
+    from obliviate.data.io import write_records
+    from obliviate.engine.distributed import on_main
+
+    def start() -> None:
+        folder.begin()
+        folder.write_text(CONFIG_FILE, config_yaml(cfg))
+        if analogous is not None:
+            write_records(analogous, folder / "analogous.jsonl")
+        if neighbors is not None:
+            folder.write_json("neighbors.json", neighbors)
+
+    on_main(start)
 
 
 def write_report(run_dir: Path) -> Path | None:
@@ -435,21 +445,22 @@ def write_report(run_dir: Path) -> Path | None:
 
 
 def _analogous(cfg: UnlearnConfig, forget_records: list, analogous: Any, pool: Any, retain_records: list,
-               run_dir: Path | None, resume: bool) -> list:
-    """ICU's analogous samples: given, reused from the run folder, or built from a pool."""
-    from obliviate.data.io import load_records, write_json
+               run_dir: Path | None, resume: bool) -> tuple[list, dict | None]:
+    """ICU's analogous samples (given, reused from the run folder, or built from a pool) and, when
+    built, how the builder chose them (neighbors.json; written once the run folder starts)."""
+    from obliviate.data.io import load_records
     from obliviate.neighbors import build_analogous
 
     data_cfg = cfg.data
     if run_dir is not None and resume and (run_dir / "analogous.jsonl").is_file():
-        return load_records(run_dir / "analogous.jsonl")
+        return load_records(run_dir / "analogous.jsonl"), None
     source = analogous if analogous is not None and not isinstance(analogous, str | Path) else data_cfg.analogous
     if source is not None:
         records = _records(source, "analogous")
         if len(records) != len(forget_records):
             raise ObliviateError(f"{_spec_name(source)}: {len(records)} analogous records for {len(forget_records)} "
                                  "forget records; they pair by position")
-        return records
+        return records, None
     pool_source = pool if pool is not None and not isinstance(pool, str | Path) else data_cfg.pool
     if pool_source is None:
         if not retain_records:
@@ -462,12 +473,9 @@ def _analogous(cfg: UnlearnConfig, forget_records: list, analogous: Any, pool: A
     nb = data_cfg.neighbors
     built = build_analogous(forget_records, pool_records, model_path=nb.model_path, ngram=nb.ngram,
                             max_overlap=nb.max_overlap, unique=nb.unique)
-    if run_dir is not None and _is_main_process():
-        write_json(run_dir / "neighbors.json", {
-            **built.report.to_dict(),
-            "pairs": [{"forget": f.id, "analogous": a.id, "similarity": s}
-                      for f, a, s in zip(forget_records, built.records, built.similarity)]})
-    return built.records
+    return built.records, {**built.report.to_dict(),
+                           "pairs": [{"forget": f.id, "analogous": a.id, "similarity": s}
+                                     for f, a, s in zip(forget_records, built.records, built.similarity)]}
 
 
 def _summary(cfg: UnlearnConfig, engine: Any, seconds: float) -> dict[str, Any]:
@@ -477,7 +485,7 @@ def _summary(cfg: UnlearnConfig, engine: Any, seconds: float) -> dict[str, Any]:
                         "refine_bleu") if k in before]
     n = len(state.active)
     return {
-        "method": cfg.method, "model": cfg.model, "forget": cfg.data.forget, "n_forget": n,
+        "format": format_name("run"), "method": cfg.method, "model": cfg.model, "forget": cfg.data.forget, "n_forget": n,
         "epochs": state.epoch, "optimizer_steps": state.steps, "stop_reason": state.stop_reason,
         "thresholds": state.thresholds, "thresholds_source": state.thresholds_source,
         "before": {k: before[k] for k in keys}, "after": {k: after.get(k) for k in keys},

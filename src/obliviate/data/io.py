@@ -201,7 +201,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=json_default) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -214,7 +214,7 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(path, f"malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     import dataclasses
 
     import numpy as np

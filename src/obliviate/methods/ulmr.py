@@ -34,6 +34,7 @@ import torch
 from obliviate.errors import ObliviateError
 from obliviate.methods.base import LossOutput, MethodBatch, MethodConfig, MethodSpec, Reference, Requirements
 from obliviate.methods.losses import forward_logits, mean_nll
+from obliviate.runfolder import RunFolder
 from obliviate.ulmr.generators import GeneratorConfig
 from obliviate.ulmr.prompts import NEGATIVE_PROMPT, REWRITE_PROMPT
 from obliviate.ulmr.restructure import RestructureConfig, Restructured
@@ -152,11 +153,11 @@ def run_ulmr(model: str | Path, forget: Any, *, out: str | Path, config: Any = N
                              f"data in {CACHE_FILE} is kept)")
     if sft_dir.exists() and not (resume or overwrite):
         raise ObliviateError(f"{out}: holds an unfinished ULMR run; pass --resume to continue it or --overwrite")
+    RunFolder.claim(out, "run")  # never a folder obliviate did not write; only its own files are replaced below
     if overwrite:
         for path in (sft_dir, final_dir):
             shutil.rmtree(path, ignore_errors=True)
         info.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     write_json(base_info, {"model": str(model), "fingerprint": base_fp})
 
     cfg = build_config("ulmr", config, [*overrides, "method_args.restructured=true"])
@@ -229,13 +230,13 @@ def ulmr_pipeline(cfg: Any, *, model: Any, forget: Any, retain: Any = None, out:
         final, tok = load_model(out / "model")
         history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
         return UnlearnResult(final, tok, cfg, read_json(out / SUMMARY_FILE), history, out)
+    if not resume and (out / SUMMARY_FILE).is_file() and not overwrite:
+        raise ObliviateError(f"{out}: holds a finished run; pass --overwrite to redo it or --resume to load it")
+    folder = RunFolder.claim(out, "run")  # refuses a folder obliviate did not write
     if overwrite:  # run_ulmr redoes sft/ and model/ and keeps restructured.jsonl; the core files go too
         for name in (SUMMARY_FILE, "metrics.jsonl", "trace.json", "report.html", CONFIG_FILE):
             (out / name).unlink(missing_ok=True)
-    elif not resume and (out / SUMMARY_FILE).is_file():
-        raise ObliviateError(f"{out}: holds a finished run; pass --overwrite to redo it or --resume to load it")
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG_FILE, config_to_yaml(cfg))
     result = run_ulmr(model, forget, out=out, config=cfg, resume=resume, overwrite=overwrite)
     sft = result.summary["sft"]
@@ -251,7 +252,7 @@ def ulmr_pipeline(cfg: Any, *, model: Any, forget: Any, retain: Any = None, out:
                "thresholds": {}, "thresholds_source": "ULMR trains a fixed number of epochs",
                "alpha": cfg.method_args.alpha, "before": before, "after": after,
                "seconds": round(time.perf_counter() - started, 1), "pipeline": {"ulmr": ULMR_INFO, "sft": "sft/"}}
-    write_json(out / SUMMARY_FILE, summary)
+    folder.write_summary(summary)
     if cfg.report.enabled:
         write_report(out)
     return UnlearnResult(result.model, result.tokenizer, cfg, summary, history, out)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from obliviate.errors import ObliviateError
+from obliviate.runfolder import MARKER, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -175,21 +176,15 @@ def checkpoint_fingerprint(model: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ObliviateError(f"{out}: output folder is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def merge_checkpoints(base: str | os.PathLike, tuned: str | os.PathLike, alpha: float, out: str | os.PathLike, *,
                       overwrite: bool = False) -> Path:
     """Write θ_u = α·base + (1−α)·tuned to ``out`` as a normal HF folder (config + tokenizer of base)."""
     from obliviate.models import resolve_model
 
     parse_alphas(alpha)
-    base_dir, tuned_dir, out = Path(resolve_model(base)), Path(resolve_model(tuned)), Path(out)
+    base_dir, tuned_dir = Path(resolve_model(base)), Path(resolve_model(tuned))
+    folder = RunFolder.prepare(out, "merge", overwrite=overwrite)  # only an earlier merge is ever replaced
+    out = folder.path
     if not base_dir.is_dir() or not tuned_dir.is_dir():
         raise ObliviateError("obliviate merge works on local model folders (or built-in names); "
                              f"got {base} and {tuned}")
@@ -198,10 +193,10 @@ def merge_checkpoints(base: str | os.PathLike, tuned: str | os.PathLike, alpha: 
     if base_files and tuned_files:
         check_compatible(_safetensors_shapes(base_dir, base_files), _safetensors_shapes(tuned_dir, tuned_files),
                          base_name=str(base), tuned_name=str(tuned))
-        _prepare_out(out, overwrite)
+        folder.begin()
         _stream_merge(base_dir, base_files, tuned_dir, tuned_files, alpha, out)
         for item in base_dir.iterdir():  # config, tokenizer, generation config, index: from base
-            if item.is_file() and not item.name.endswith(WEIGHT_SUFFIXES) and item.name != MERGE_INFO:
+            if item.is_file() and not item.name.endswith(WEIGHT_SUFFIXES) and item.name not in (MERGE_INFO, MARKER):
                 shutil.copy2(item, out / item.name)
     else:  # e.g. pytorch_model.bin: load both whole
         from obliviate.models import load_model, save_model
@@ -210,7 +205,7 @@ def merge_checkpoints(base: str | os.PathLike, tuned: str | os.PathLike, alpha: 
         tuned_model, _ = load_model(tuned_dir)
         check_compatible(base_model.state_dict(), tuned_model.state_dict(), base_name=str(base),
                          tuned_name=str(tuned))
-        _prepare_out(out, overwrite)
+        folder.begin()
         average_into(tuned_model, base_model.state_dict(), alpha)
         save_model(tuned_model.to(base_model.dtype), tok, out)
     (out / MERGE_INFO).write_text(json.dumps({

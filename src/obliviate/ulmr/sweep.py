@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from obliviate.data.encode import DEFAULT_TEMPLATE, PromptTemplate
 from obliviate.data.records import QARecord
 from obliviate.errors import ObliviateError
+from obliviate.runfolder import RunFolder, kind_of
 from obliviate.ulmr.merge import MERGE_INFO, checkpoint_fingerprint, merge_checkpoints, parse_alphas
 
 log = logging.getLogger(__name__)
@@ -41,18 +41,12 @@ def alpha_sweep(base: str | os.PathLike, tuned: str | os.PathLike, alphas: Seque
 
     alphas = parse_alphas(alphas)
     out = Path(out)
-    if resume and overwrite:
-        raise ObliviateError("choose either resume or overwrite, not both")
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise ObliviateError(f"{out}: output folder is not empty; pass --resume to continue the sweep or "
-                                 "--overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+    # Resuming a sweep that never started is starting it; only an earlier sweep is ever replaced.
+    folder = RunFolder.prepare(out, "sweep", overwrite=overwrite, resume=resume and kind_of(out) is not None)
     done: dict[float, dict[str, Any]] = {}
     inputs = {"base": str(base), "tuned": str(tuned), "base_fingerprint": checkpoint_fingerprint(base),
               "tuned_fingerprint": checkpoint_fingerprint(tuned)}
+    folder.begin()
     if resume and (out / SWEEP_FILE).is_file():
         stored = read_json(out / SWEEP_FILE)
         changed = [k for k, v in inputs.items() if stored.get(k) != v]

@@ -1,4 +1,4 @@
-"""Typed configs from YAML + overrides; run folders are never overwritten silently."""
+"""Typed configs from YAML + overrides."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from obliviate.config import config_to_yaml, load_config
 from obliviate.errors import ObliviateError
-from obliviate.rundir import prepare_run_dir
 
 
 @dataclass
@@ -40,16 +39,3 @@ def test_defaults_yaml_and_overrides(tmp_path):
 def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(ObliviateError, match=message):
         load_config(Outer, None, overrides)
-
-
-def test_run_dir_modes(tmp_path):
-    run = prepare_run_dir(tmp_path / "run")
-    (run / "config.yaml").write_text("x: 1")
-    with pytest.raises(ObliviateError, match="already holds a run; pass --resume"):
-        prepare_run_dir(run)
-    assert prepare_run_dir(run, "resume") == run
-    assert (run / "config.yaml").exists()
-    prepare_run_dir(run, "overwrite")
-    assert not (run / "config.yaml").exists()
-    with pytest.raises(ObliviateError, match="nothing to resume"):
-        prepare_run_dir(tmp_path / "fresh", "resume")
