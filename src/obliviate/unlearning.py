@@ -9,7 +9,8 @@ method's paper defaults (``MethodSpec.defaults``) <- a YAML file <- ``key=value`
 The run folder (``out``) holds::
 
     config.yaml          the complete configuration (what --resume continues)
-    model/               the unlearned model (AutoModelForCausalLM.from_pretrained loads it)
+    model/               the unlearned model (AutoModelForCausalLM.from_pretrained loads it) and its
+                         model card README.md (obliviate.modelcard: forget-set hash, before/after, config)
     metrics.jsonl        one row per epoch (epoch 0 = before unlearning), rewritten every epoch
     per_sample.jsonl     per forget sample: metrics before/after, when it was forgotten
     forgotten.json       refinement events: which samples were forgotten (or came back) when
@@ -19,6 +20,7 @@ The run folder (``out``) holds::
     report.html          the HTML report (obliviate.report), written when the run finishes
     lineage.json         the chain of deletion requests back to the original model (obliviate.lineage)
     checkpoints/         the latest epoch's checkpoint (removed when the run finishes, unless kept)
+    logs/                experiment-tracker logs with train.report_to=tensorboard|wandb|mlflow
 
 An existing run folder is never overwritten: pass ``resume=True`` to continue it (after a kill)
 or ``overwrite=True`` to replace it.
@@ -324,6 +326,7 @@ def _check_same(cfg: UnlearnConfig, model: Any, *data: Any) -> None:
 
 def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: Any, analogous: Any, pool: Any,
          folder: RunFolder | None, resume: bool, callbacks: Sequence[Any]) -> UnlearnResult:
+    from obliviate import modelcard
     from obliviate.data.encode import PromptTemplate, encode_records
     from obliviate.data.io import read_json
     from obliviate.data.sources import load_data
@@ -394,7 +397,8 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     # Collective: saves model/ (main process) and hashes what was saved; see Engine.export_model.
     exported = engine.export_model(run_dir / "model" if run_dir is not None else None, tokenizer)
     summary = _summary(cfg, engine, time.perf_counter() - started)
-    summary.update(weights_sha256=exported.sha256, model_format=exported.format)
+    summary.update(weights_sha256=exported.sha256, model_format=exported.format,
+                   forget_sha256=modelcard.forget_set_sha256(forget_records))
     if engine.acc.num_processes > 1:
         summary["distributed"] = {"num_processes": engine.acc.num_processes,
                                   "distributed_type": str(engine.acc.distributed_type.value),
@@ -404,11 +408,17 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
         writer.write(engine.report())  # type: ignore[union-attr]
         if (run_dir / "neighbors.json").is_file():
             summary["neighbors"] = read_json(run_dir / "neighbors.json")
+        if (run_dir / "model").is_dir():
+            modelcard.write_model_card(run_dir / "model", model=cfg.model, method=cfg.method,
+                                       config_yaml=config_yaml(cfg), summary=summary,
+                                       forget_sha256=summary["forget_sha256"], n_forget=len(forget_records),
+                                       adapter=exported.format == "peft_adapter")
         folder.write_summary(summary)  # written last: its presence means "finished"
         if not cfg.keep_final_checkpoint:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         if cfg.report.enabled:
             write_report(run_dir)
+    engine.tracker.finish(summary, modelcard.tables_markdown(summary))
     engine.acc.wait_for_everyone()
     if exported.model is not None:  # None on the other processes of a ZeRO-3/FSDP run
         exported.model.eval()

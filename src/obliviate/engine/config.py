@@ -60,6 +60,9 @@ class TrainConfig:
     # Write samples.jsonl to the run folder: which forget/retain/analogous ids each process
     # trained on in each micro-batch (an audit trail; also how the multi-process test checks sharding).
     record_samples: bool = False
+    # Experiment trackers through accelerate: tensorboard, wandb, mlflow (comma-separated) or none
+    # (obliviate.engine.tracking; each is an optional extra, e.g. pip install 'obliviate[tensorboard]').
+    report_to: str = "none"
 
     def check(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
@@ -77,6 +80,9 @@ class TrainConfig:
         if self.lr <= 0:
             raise ObliviateError(f"train.lr must be positive, got {self.lr}")
         self.lora.check()
+        from obliviate.engine.tracking import parse_report_to
+
+        parse_report_to(self.report_to)  # unknown or not installed: a clear error before any work
 
 
 @dataclass

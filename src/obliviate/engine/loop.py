@@ -37,7 +37,7 @@ import torch
 from obliviate.data.encode import Encoded
 from obliviate.engine import checkpoint as ckpt
 from obliviate.engine import distributed as dist
-from obliviate.engine import evaluation, lora
+from obliviate.engine import evaluation, lora, tracking
 from obliviate.engine.callbacks import Callback, Control, EpochReport, RunArgs, as_update, freeze
 from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
 from obliviate.engine.data import EpochSampler, RetainDraw, UnlearnData, build_method_batch
@@ -86,6 +86,8 @@ class _EpochPlan:
 @dataclass
 class _Tally:
     sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    window: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # since the last optimizer step
+    window_batches: int = 0
     micro_batches: int = 0
     skipped: int = 0
     steps: int = 0
@@ -112,13 +114,14 @@ def plain_forward(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         model.forward = wrapped
 
 
-def make_accelerator(train: TrainConfig):
+def make_accelerator(train: TrainConfig, run_dir: Path | None = None):
     """An ``Accelerator`` for this run.
 
     accelerate keeps process-wide singletons and refuses a second Accelerator with another
     mixed precision; in a plain single process (tests, notebooks, ``obliviate demo``) a new run
     must be free to choose, so we reset them there. Under ``accelerate launch`` nothing is reset.
     ``train.mixed_precision`` decides autocast (the launch config's ``mixed_precision`` does not).
+    ``train.report_to`` adds accelerate's trackers, logging under ``run_dir`` (``engine.tracking``).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -132,6 +135,7 @@ def make_accelerator(train: TrainConfig):
         acc = Accelerator(mixed_precision=train.mixed_precision,
                           gradient_accumulation_steps=train.gradient_accumulation_steps,
                           step_scheduler_with_optimizer=False, cpu=extra.get("cpu", False),
+                          **tracking.accelerator_kwargs(train.report_to, run_dir),
                           kwargs_handlers=[InitProcessGroupKwargs(backend=extra["backend"])] if "backend" in extra else None)
     except ValueError as e:  # e.g. fp16 without a GPU
         raise ObliviateError(f"train.mixed_precision={train.mixed_precision}: {str(e).splitlines()[0]}") from None
@@ -197,7 +201,7 @@ class Engine:
     def setup(self, resume: bool = False) -> None:
         """Prepare everything; continue from the latest checkpoint when ``resume`` finds one."""
         train = self.train_cfg
-        self.acc = acc = make_accelerator(train)
+        self.acc = acc = make_accelerator(train, self.run_dir)
         self.sharded = dist.is_sharded(acc)
         seed_everything(train.seed)
         self.use_lora = train.lora.enabled
@@ -233,6 +237,7 @@ class Engine:
             total = per_epoch * self.stop_cfg.max_epochs
             self.scheduler = acc.prepare(get_linear_schedule_with_warmup(
                 self.optimizer.optimizer, round(per_epoch * train.warmup_epochs), total))
+        self.tracker = tracking.RunTracker(acc, self._tracked_config(), self.run_dir.name if self.run_dir else None)
         if self.use_lora:  # checkpoints hold the adapters only: the base weights never change
             acc.register_save_state_pre_hook(_adapter_weights_only)
         latest = ckpt.latest_checkpoint(self.run_dir) if resume and self.run_dir is not None else None
@@ -305,6 +310,12 @@ class Engine:
         self._train_mode(self.acc.unwrap_model(self.prepared))
         return cache
 
+    def _tracked_config(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"method": self.method.name, "method_args": asdict(self.method_cfg), "train": asdict(self.train_cfg),
+                "stop": asdict(self.stop_cfg), "eval": asdict(self.eval_cfg), "n_forget": self.n_forget}
+
     def _start(self) -> None:
         """Thresholds and the original model's metrics (epoch 0); callbacks see them too (under the
         reference rule, refinement makes its first check here)."""
@@ -315,6 +326,7 @@ class Engine:
             state.thresholds, state.thresholds_source = evaluation.thresholds(
                 model, self.data.heldout or [], self.eval_cfg, self.stop_cfg)
         self._evaluate_epoch(0, {"epoch": 0}, before=True)
+        self.tracker.log_epoch(state.history[-1], n)
         log.info("before unlearning: %s", _fmt(state.history[-1]))
 
     # ------------------------------------------------------------------ run
@@ -358,6 +370,10 @@ class Engine:
                 if window_has_data:
                     self._optimizer_step()
                     tally.steps += 1
+                    self.tracker.log_step(self.state.steps + tally.steps,
+                                          {k: v / max(tally.window_batches, 1) for k, v in tally.window.items()})
+                tally.window.clear()
+                tally.window_batches = 0
                 self.optimizer.zero_grad(set_to_none=True)
                 window_has_data = False
         self.state.steps += tally.steps
@@ -418,9 +434,10 @@ class Engine:
             acc.backward(out.loss * (acc.num_processes / with_data if chosen else 0.0))
         if chosen:
             tally.micro_batches += 1
-            tally.sums["loss"] += out.loss.item()
-            for key, value in out.logs.items():
+            tally.window_batches += 1
+            for key, value in {"loss": out.loss.item(), **out.logs}.items():
                 tally.sums[key] += value
+                tally.window[key] += value
             if self.train_cfg.record_samples:
                 tally.record.append(_sample_row(epoch, k, acc.process_index, chosen, plan.retain_draw, self.data))
         return window_has_data
@@ -474,6 +491,7 @@ class Engine:
         row.update(active=sum(state.active), time_s=round(time.perf_counter() - started, 2))
         if state.stop_reason:
             row["stop_reason"] = state.stop_reason
+        self.tracker.log_epoch(row, self.n_forget)
         log.info("epoch %d: %s", epoch, _fmt(row))
         return row
 

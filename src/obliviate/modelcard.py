@@ -1,0 +1,176 @@
+"""``model/README.md``: a Hugging Face model card for every unlearned model obliviate saves.
+
+What a reviewer of a deletion request reads, in the Hub's format (YAML metadata + Markdown, built
+with ``huggingface_hub.ModelCard``): the base model, the method and its configuration, what was
+unlearned as a count and a SHA-256 of the forget set -- never its text --, the before/after
+measurements and the verdicts with their definitions, and the command that reproduces the run.
+
+The forget-set hash is ``forget_set_sha256(records)``: SHA-256 over the records as canonical JSON
+lines (keys sorted, UTF-8), so whoever holds the data can recompute it::
+
+    from obliviate.data.sources import load_data
+    from obliviate.modelcard import forget_set_sha256
+    forget_set_sha256(load_data("forget.jsonl"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from obliviate.data.records import Record, record_to_dict
+from obliviate.metrics.registry import metric_info
+
+CARD_FILE = "README.md"
+# Built-in model names whose upstream lives on the Hub (the card's base_model must be a Hub id).
+UPSTREAM = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+# The engine's own measurements, which the metric registry (benchmark metrics) does not list.
+ENGINE_METRICS = {
+    "retain_nll": "mean token negative log-likelihood of the retain set's completions (lower = more utility kept)",
+    "retain_ppl": "retain perplexity, exp(retain_nll)",
+    "refine_bertscore_f1": "BERTScore F1 of greedy continuations vs the forget targets (ICU refinement)",
+    "refine_bleu": "BLEU of greedy continuations vs the forget targets (ICU refinement)",
+}
+
+
+def forget_set_sha256(records: Sequence[Record]) -> str:
+    """SHA-256 of the records as canonical JSON lines: names the forget set without holding its text."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record_to_dict(record), sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def describe_metric(name: str) -> str:
+    if name in ENGINE_METRICS:
+        return ENGINE_METRICS[name]
+    try:
+        return metric_info(name).description
+    except KeyError:
+        return "-"
+
+
+def build_model_card(*, model: str | None, method: str, config_yaml: str, summary: Mapping[str, Any],
+                     forget_sha256: str, n_forget: int, adapter: bool = False) -> ModelCard:
+    """The card as a ``ModelCard`` (``str(card)`` is the README text)."""
+    base = _hub_id(model)
+    data = ModelCardData(
+        base_model=base, library_name="peft" if adapter else "transformers", pipeline_tag="text-generation",
+        tags=["obliviate", "unlearning", method],
+        unlearning={"method": method, "forget_set": {"count": n_forget, "sha256": forget_sha256},
+                    "stop_reason": summary.get("stop_reason"), "epochs": summary.get("epochs"),
+                    "before": _clean(summary.get("before")), "after": _clean(summary.get("after"))},
+    )
+    body = "\n".join([
+        f"# {method} unlearning of {model or 'a model'}",
+        "",
+        f"This model is `{model}` after the **{method}** unlearning method, made with "
+        "[obliviate](https://pypi.org/project/obliviate/)"
+        f"{' (a peft adapter on the base model)' if adapter else ''}.",
+        "",
+        "## What was unlearned",
+        "",
+        f"- **{n_forget}** forget records (their text is not part of this card).",
+        f"- Forget-set SHA-256: `{forget_sha256}` -- over the records as canonical JSON lines (keys sorted, "
+        "UTF-8, one per line); recompute it with `obliviate.modelcard.forget_set_sha256(load_data(SPEC))`.",
+        f"- Data spec: `{summary.get('forget') or '-'}`.",
+        "",
+        "## Measurements before and after unlearning",
+        "",
+        "Means over the forget set (retain metrics over the retain set), measured by the run itself:",
+        "",
+        measurements_markdown(summary),
+        "",
+        "## Verdicts",
+        "",
+        verdicts_markdown(summary),
+        "",
+        "## Configuration",
+        "",
+        "```yaml",
+        config_yaml.rstrip(),
+        "```",
+        "",
+        "## Reproduce",
+        "",
+        "Save the configuration above as `config.yaml` (the data specs must resolve to the same records: "
+        "compare the forget-set hash), then:",
+        "",
+        "```bash",
+        "obliviate unlearn --config config.yaml --out reproduced-run",
+        "```",
+        "",
+    ])
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def write_model_card(model_dir: str | Path, **kwargs: Any) -> Path:
+    """Write ``model_dir/README.md`` (see ``build_model_card`` for the arguments)."""
+    from obliviate.data.io import atomic_write_text
+
+    path = Path(model_dir) / CARD_FILE
+    atomic_write_text(path, str(build_model_card(**kwargs)))
+    return path
+
+
+def _hub_id(model: str | None) -> str | None:
+    if model in UPSTREAM:
+        return UPSTREAM[model]
+    if model and re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not Path(model).exists():
+        return model
+    return None
+
+
+def _clean(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Numbers YAML can hold (NaN/inf become null)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in (values or {}).items()}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def measurements_markdown(summary: Mapping[str, Any]) -> str:
+    before, after = summary.get("before") or {}, summary.get("after") or {}
+    lines = ["| metric | before | after | definition |", "|---|---|---|---|"]
+    lines += [f"| {k} | {_fmt(before.get(k))} | {_fmt(after.get(k))} | {describe_metric(k)} |" for k in before]
+    return "\n".join(lines)
+
+
+def verdicts_markdown(summary: Mapping[str, Any]) -> str:
+    """The stopping rule's verdict (thresholds on the forget means) and any robustness checks."""
+    after, thresholds = summary.get("after") or {}, summary.get("thresholds") or {}
+    lines = ["| check | verdict | definition |", "|---|---|---|"]
+    set_thresholds = {k: t for k, t in thresholds.items() if t is not None}
+    if set_thresholds:
+        below = all(after.get(k) is not None and after[k] < t for k, t in set_thresholds.items())
+        rule = " and ".join(f"mean {k} < {t:.4g}" for k, t in set_thresholds.items())
+        lines.append(f"| forgotten (stopping thresholds) | {'yes' if below else 'no'} | {rule} after unlearning "
+                     f"({summary.get('thresholds_source') or 'configured'}) |")
+    refinement = summary.get("refinement") or {}
+    if refinement.get("enabled"):
+        lines.append(f"| samples forgotten (refinement) | {refinement.get('forgotten')} of "
+                     f"{summary.get('n_forget')} | samples whose greedy continuation no longer reproduces the "
+                     "target; they were dropped from training |")
+    robustness = summary.get("robustness") or {}
+    for name, result in robustness.items():
+        verdict = result.get("verdict") if isinstance(result, Mapping) else result
+        definition = result.get("definition", "-") if isinstance(result, Mapping) else "-"
+        lines.append(f"| {name} | {_fmt(verdict)} | {definition} |")
+    if not robustness:
+        lines.append("| robustness attacks | not run | relearning, quantization or paraphrase attacks were not "
+                     "part of this run |")
+    return "\n".join(lines)
+
+
+def tables_markdown(summary: Mapping[str, Any]) -> str:
+    """The card's two tables (measurements, verdicts): what trackers get as the run's text summary."""
+    return f"{measurements_markdown(summary)}\n\n{verdicts_markdown(summary)}"
