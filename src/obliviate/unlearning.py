@@ -399,7 +399,7 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     summary = _summary(cfg, engine, time.perf_counter() - started)
     summary.update(weights_sha256=exported.sha256, model_format=exported.format,
                    forget_sha256=modelcard.forget_set_sha256(forget_records))
-    if engine.acc.num_processes > 1:
+    if engine.acc.num_processes > 1 or engine.sharded:  # a one-process ZeRO-3 run is sharded too
         summary["distributed"] = {"num_processes": engine.acc.num_processes,
                                   "distributed_type": str(engine.acc.distributed_type.value),
                                   "sharded_weights": engine.sharded,
