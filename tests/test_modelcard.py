@@ -16,11 +16,13 @@ FAST = ["data.max_forget=8", "data.max_retain=24", "train.lr=1e-3", "stop.max_ep
         "train.scheduler=constant", "report.enabled=false"]
 
 
-def test_forget_set_hash_is_sha256_of_canonical_json_lines():
+def test_forget_set_hash_is_order_free_over_record_contents():
     records = [TextRecord("a", "Hé", " llo"), QARecord("q", "Who?", "Me", perturbed_answers=("You",))]
-    lines = ['{"id": "a", "prefix": "Hé", "target": " llo"}\n',
-             '{"answer": "Me", "id": "q", "perturbed_answer": ["You"], "question": "Who?"}\n']
-    assert forget_set_sha256(records) == hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+    per_record = sorted([hashlib.sha256('["Hé", " llo"]'.encode()).hexdigest(),
+                         hashlib.sha256(b'["Who?", "Me"]').hexdigest()])
+    assert forget_set_sha256(records) == hashlib.sha256("\n".join(per_record).encode()).hexdigest()
+    assert forget_set_sha256(records[::-1]) == forget_set_sha256(records)  # order-free
+    assert forget_set_sha256([TextRecord("other-id", "Hé", " llo")]) == forget_set_sha256(records[:1])  # ids excluded
     assert forget_set_sha256(records[:1]) != forget_set_sha256(records)
 
 

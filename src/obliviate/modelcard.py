@@ -5,8 +5,9 @@ with ``huggingface_hub.ModelCard``): the base model, the method and its configur
 unlearned as a count and a SHA-256 of the forget set -- never its text --, the before/after
 measurements and the verdicts with their definitions, and the command that reproduces the run.
 
-The forget-set hash is ``forget_set_sha256(records)``: SHA-256 over the records as canonical JSON
-lines (keys sorted, UTF-8), so whoever holds the data can recompute it::
+The forget-set hash is ``forget_set_sha256(records)``, the hash ``lineage.json`` uses: an order-free
+SHA-256 over the records' content hashes (question + answer, or prefix + target; ids excluded), so
+whoever holds the data can recompute it::
 
     from obliviate.data.sources import load_data
     from obliviate.modelcard import forget_set_sha256
@@ -15,8 +16,6 @@ lines (keys sorted, UTF-8), so whoever holds the data can recompute it::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -25,8 +24,9 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from obliviate.data.records import Record, record_to_dict
-from obliviate.metrics.registry import metric_info
+from obliviate.data.records import Record
+from obliviate.evaluation.registry import describe
+from obliviate.lineage import record_hash, set_hash
 
 CARD_FILE = "README.md"
 # Built-in model names whose upstream lives on the Hub (the card's base_model must be a Hub id).
@@ -41,21 +41,12 @@ ENGINE_METRICS = {
 
 
 def forget_set_sha256(records: Sequence[Record]) -> str:
-    """SHA-256 of the records as canonical JSON lines: names the forget set without holding its text."""
-    digest = hashlib.sha256()
-    for record in records:
-        digest.update(json.dumps(record_to_dict(record), sort_keys=True, ensure_ascii=False).encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()
+    """Names the forget set without holding its text (``lineage.set_hash`` of the records' content hashes)."""
+    return set_hash([record_hash(r) for r in records])
 
 
 def describe_metric(name: str) -> str:
-    if name in ENGINE_METRICS:
-        return ENGINE_METRICS[name]
-    try:
-        return metric_info(name).description
-    except KeyError:
-        return "-"
+    return ENGINE_METRICS.get(name) or describe(name) or "-"
 
 
 def build_model_card(*, model: str | None, method: str, config_yaml: str, summary: Mapping[str, Any],
@@ -79,8 +70,9 @@ def build_model_card(*, model: str | None, method: str, config_yaml: str, summar
         "## What was unlearned",
         "",
         f"- **{n_forget}** forget records (their text is not part of this card).",
-        f"- Forget-set SHA-256: `{forget_sha256}` -- over the records as canonical JSON lines (keys sorted, "
-        "UTF-8, one per line); recompute it with `obliviate.modelcard.forget_set_sha256(load_data(SPEC))`.",
+        f"- Forget-set SHA-256: `{forget_sha256}` -- order-free, over the SHA-256 of each record's content "
+        "(question + answer, or prefix + target; ids excluded), as in `lineage.json`; recompute it with "
+        "`obliviate.modelcard.forget_set_sha256(load_data(SPEC))`.",
         f"- Data spec: `{summary.get('forget') or '-'}`.",
         "",
         "## Measurements before and after unlearning",
