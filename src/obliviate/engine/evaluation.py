@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from obliviate.auditing import _el_where_possible
 from obliviate.data.encode import Encoded
 from obliviate.engine.config import EvalConfig, StopConfig
 from obliviate.engine.data import UnlearnData
@@ -26,6 +25,7 @@ from obliviate.engine.stopping import mean_over
 from obliviate.errors import ObliviateError
 from obliviate.metrics import memorization_accuracy
 from obliviate.metrics.likelihood import token_logprobs
+from obliviate.metrics.memorization import extraction_likelihood_aligned
 
 Share = Callable[[Callable[[list], list], Sequence], list]
 
@@ -60,8 +60,9 @@ def _forget_metrics(model, forget: list[Encoded], ev: EvalConfig, share: Share) 
         ma = memorization_accuracy(model, examples, region=ev.ma_region, batch_size=ev.batch_size).per_sample
         if not ev.el:
             return [(v, None) for v in ma]
-        el = _el_where_possible(model, examples, ev.el_n, ev.el_region, ev.el_batch_size)
-        return list(zip(ma, el.details["aligned"] if el is not None else [None] * len(examples)))
+        el = extraction_likelihood_aligned(model, examples, n=ev.el_n, region=ev.el_region,
+                                           batch_size=ev.el_batch_size)
+        return list(zip(ma, el.per_sample if el is not None else [None] * len(examples)))
 
     pairs = share(measure, forget)
     out: dict[str, list[Any]] = {"ma": [p[0] for p in pairs]}
@@ -97,7 +98,8 @@ def thresholds(model, heldout: Sequence[Encoded], ev: EvalConfig, stop: StopConf
     ma = memorization_accuracy(model, heldout, region=ev.ma_region, batch_size=ev.batch_size).value
     el = math.nan
     if ev.el:
-        measured = _el_where_possible(model, heldout, ev.el_n, ev.el_region, ev.el_batch_size)
+        measured = extraction_likelihood_aligned(model, heldout, n=ev.el_n, region=ev.el_region,
+                                                 batch_size=ev.el_batch_size)
         if measured is None:
             raise ObliviateError(f"{stop.calibrate_on}: no held-out record is long enough for EL_{ev.el_n}")
         el = measured.value
