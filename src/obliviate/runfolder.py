@@ -74,6 +74,7 @@ class RunFolder:
     NEIGHBORS = "neighbors.json"
     EVAL = "eval.json"  # an evaluation folder's summary
     EVALS = "eval"  # RUN/eval/<benchmark>/: evaluations saved inside a run folder
+    LOGS = "logs"  # experiment-tracker logs (train.report_to; engine.tracking)
 
     def __init__(self, path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False):
         if kind not in KINDS:

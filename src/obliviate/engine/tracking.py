@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.errors import ObliviateError
+from obliviate.runfolder import RunFolder
 
 PROJECT = "obliviate"
-LOG_DIR = "logs"
 # tracker name -> (the package it needs, the extra that installs it)
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
             "mlflow": ("mlflow", "mlflow")}
@@ -52,7 +52,7 @@ def accelerator_kwargs(report_to: str | None, run_dir: Path | None) -> dict[str,
         return {}
     if run_dir is None:
         raise ObliviateError(f"train.report_to={','.join(names)} needs a run folder (--out) to log into")
-    return {"log_with": names, "project_dir": str(Path(run_dir) / LOG_DIR)}
+    return {"log_with": names, "project_dir": str(Path(run_dir) / RunFolder.LOGS)}
 
 
 def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
