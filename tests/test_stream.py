@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def test_parent_errors(chain, tmp_path):
 
 def test_cumulative_evaluation_of_request_2_includes_request_1(chain, tmp_path):
     from obliviate.data.encode import encode_records
-    from obliviate.metrics import memorization_accuracy
+    from obliviate.metrics import calibrate_thresholds, memorization_accuracy
     from obliviate.models import load_model
     from obliviate.protocols.base import read_eval
     from obliviate.recipes.stream import CumulativeConfig, chain_curve, curve_table, evaluate_cumulative
@@ -147,6 +148,11 @@ def test_cumulative_evaluation_of_request_2_includes_request_1(chain, tmp_path):
         now = details["now"][key]
         assert now["forgotten"] == (now["ma"] < thr["ma"] and now["el_10"] < thr["el_10"])
     assert details["original"]["request-1"]["forgotten"] is False  # the original model knows person 0
+    # "No higher than never-seen text" (the engine's stop.calibrate_on): the original model's held-out
+    # means, nudged one float up so that a held-out EL of exactly 0 is a threshold a set can pass.
+    direct_thr = calibrate_thresholds(model, tok, load_world_split("micro", "holdout"), region="completion")
+    assert thr["ma"] == math.nextafter(direct_thr.ma, math.inf)
+    assert thr["el_10"] == math.nextafter(direct_thr.el, math.inf)
     # The curve over the chain: one row per request plus the original.
     header, rows = curve_table(chain_curve(req2))
     assert header[:3] == ["after", "request-1 MA", "request-2 MA"] and [r[0] for r in rows] == [

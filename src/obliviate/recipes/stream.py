@@ -19,7 +19,7 @@ request resumes from its checkpoint.
 
 Every forget set is judged by one calibrated rule: it counts as forgotten when its mean MA and
 mean EL_n are below the *original* model's means on never-seen records of the same kind
-(``heldout``; Jang et al.'s rule, the same as ``stop.calibrate_on``). The Min-K% AUC of each set
+(``heldout``; Jang et al.'s rule, the same as ``stop.calibrate_on``: "below" means "no higher"). The Min-K% AUC of each set
 against those never-seen records says how far it is from looking never-seen (0.5).
 """
 
@@ -28,8 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ STREAM_FILE = "stream.json"
 ORIGINAL_FILE = "original.json"
 CUMULATIVE = "cumulative"  # the evaluation's name: RUN/eval/cumulative/
 FORMAT = "obliviate-stream/1"
+CACHE_VERSION = 2  # bump when the original model's cached values would change
 SET_MEASURES = ("ma", "el", "tofu_prob", "rougeL_recall")
 KEPT_MEASURES = ("tofu_prob", "rougeL_recall")
 
@@ -130,7 +132,7 @@ def request_records(request: Request, number: int) -> list[Record]:
     return records
 
 
-def _kept_sets(cfg: CumulativeConfig) -> tuple[dict[str, list[Record]], list[Record]]:
+def kept_sets(cfg: CumulativeConfig) -> tuple[dict[str, list[Record]], list[Record]]:
     from obliviate.data.sources import load_data
 
     kept = {name: load_data(spec)[: cfg.max_retain] for name, spec in (("retain", cfg.retain),
@@ -143,7 +145,8 @@ def _digest(records: Sequence[Record]) -> str:
 
 
 def _settings_key(cfg: CumulativeConfig) -> str:
-    return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    doc = {"version": CACHE_VERSION, **asdict(cfg)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------- the cumulative evaluation
@@ -167,8 +170,13 @@ def original_values(origin: str, sets: dict[str, list[Record]], kept: dict[str, 
 
         model, tok = load_model(origin)
         if need_thresholds:
-            stored["thresholds"] = calibrate_thresholds(model, tok, heldout, n=cfg.el_n, region="completion",
-                                                        batch_size=cfg.batch_size, source=cfg.heldout or "").to_dict()
+            thr = calibrate_thresholds(model, tok, heldout, n=cfg.el_n, region="completion",
+                                       batch_size=cfg.batch_size, source=cfg.heldout or "")
+            # "No more memorized than never-seen text" is mean <= held-out mean, as the engine's
+            # stop.calibrate_on: the rule compares with a strict <, so store the next float up (a
+            # held-out EL of exactly 0 is common and would be a threshold not even the retrain passes).
+            thr = replace(thr, ma=math.nextafter(thr.ma, math.inf), el=math.nextafter(thr.el, math.inf))
+            stored["thresholds"] = thr.to_dict()
         thr = _thresholds(stored["thresholds"], cfg)
         measured = measure_model(model, tok, missing_sets, missing_kept, heldout, cfg, thr)
         stored["values"].update({keys[name]: values for name, values in measured.items()})
@@ -204,7 +212,7 @@ def evaluate_cumulative(run_dir: str | Path, cfg: CumulativeConfig, *, original_
         raise ObliviateError(f"{run_dir}: the chain's original model was given in Python; the cumulative evaluation "
                              "compares with it and needs its spec")
     sets = {f"request-{k}": request_records(req, k) for k, req in enumerate(lineage.requests, start=1)}
-    kept, heldout = _kept_sets(cfg)
+    kept, heldout = kept_sets(cfg)
     cache = Path(original_cache) if original_cache is not None else out / ORIGINAL_FILE
     original, thresholds = original_values(lineage.origin, sets, kept, heldout, cfg, cache)
     model, tok = load_model(run_dir / "model")
@@ -254,8 +262,10 @@ class StreamResult:
 def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: str | None = None,
                retain: str | None = None, pool: str | None = None, config: str | None = None,
                overrides: Sequence[str] = (), evaluation: CumulativeConfig | None = None,
-               overlap: str = "skip") -> StreamResult:
-    """Unlearn ``requests`` (data specs) one after another from ``model``; see the module docstring."""
+               overlap: str = "skip", original_cache: str | Path | None = None) -> StreamResult:
+    """Unlearn ``requests`` (data specs) one after another from ``model``; see the module docstring.
+    ``overrides`` apply to every request (e.g. ICU's refinement, a stopping rule); ``original_cache``
+    (default ``out/original.json``) can be shared by streams that start from the same model."""
     import obliviate
     from obliviate.data.io import write_json
 
@@ -291,7 +301,7 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
         else:
             status[str(k)] = {"run": run.name}
             if evaluation is not None:
-                evaluate_cumulative(run, evaluation, original_cache=out / ORIGINAL_FILE)
+                evaluate_cumulative(run, evaluation, original_cache=original_cache or out / ORIGINAL_FILE)
             parent = run
             runs.append(run)
         write_json(out / STREAM_FILE, {**plan, "status": status})
@@ -339,8 +349,17 @@ def chain_curve(run_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["CumulativeConfig", "StreamResult", "chain_curve", "evaluate_cumulative", "measure_model", "measure_set",
-           "request_records", "run_stream"]
+__all__ = [
+    "CumulativeConfig",
+    "StreamResult",
+    "chain_curve",
+    "evaluate_cumulative",
+    "kept_sets",
+    "measure_model",
+    "measure_set",
+    "request_records",
+    "run_stream",
+]
 
 
 def curve_table(curve: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
