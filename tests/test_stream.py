@@ -177,6 +177,12 @@ def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, m
     again = run_stream(specs, model="world-micro-target", out=out, method="graddiff", retain=RETAIN,
                        overrides=FAST, evaluation=cfg)  # a rerun reuses everything
     assert again.skipped.keys() == {3} and (out / "request-2" / "summary.json").stat().st_mtime_ns == stamp
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(ObliviateError, match="did not write"):
+        run_stream(specs, model="world-micro-target", out=foreign, method="graddiff", retain=RETAIN)
+    assert (foreign / "todo.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
     with pytest.raises(ObliviateError, match="another method"):
         run_stream(specs, model="world-micro-target", out=out, method="npo", retain=RETAIN, overrides=FAST)
     code, text, _ = cli(monkeypatch, capsys, "history", str(out / "request-2"))

@@ -34,8 +34,9 @@ from typing import Any
 
 from obliviate.data.records import QARecord, Record
 from obliviate.errors import DataError, ObliviateError
+from obliviate.runfolder import RunFolder, kind_of
 
-LINEAGE_FILE = "lineage.json"
+LINEAGE_FILE = RunFolder.LINEAGE
 FORMAT = "obliviate-lineage/1"
 OVERLAP_POLICIES = ("skip", "again")
 
@@ -108,7 +109,7 @@ def set_hash(hashes: Sequence[str]) -> str:
 def is_run_folder(path: str | Path) -> bool:
     """A finished run of ``obliviate unlearn`` (its model can be continued)."""
     path = Path(path)
-    return path.is_dir() and (path / "summary.json").is_file() and (path / "model").is_dir()
+    return kind_of(path) == "run" and (path / RunFolder.SUMMARY).is_file() and (path / RunFolder.MODEL).is_dir()
 
 
 def parent_run(model: Any, after: str | Path | None) -> tuple[Any, str | None]:
@@ -150,7 +151,7 @@ def _rebuilt(run_dir: Path) -> Lineage:
 
     from obliviate.data.sources import load_data
 
-    config = run_dir / "config.yaml"
+    config = run_dir / RunFolder.CONFIG
     if not config.is_file():
         raise ObliviateError(f"{run_dir}: not a run folder of `obliviate unlearn` (no {LINEAGE_FILE}, no config.yaml)")
     cfg = yaml.safe_load(config.read_text()) or {}
@@ -209,11 +210,7 @@ def plan_request(records: Sequence[Record], *, run_dir: str | Path | None, metho
 
 
 def write_lineage(run_dir: str | Path, lineage: Lineage) -> Path:
-    from obliviate.data.io import write_json
-
-    path = Path(run_dir) / LINEAGE_FILE
-    write_json(path, lineage.to_dict())
-    return path
+    return RunFolder.open(run_dir, "run").write_json(LINEAGE_FILE, lineage.to_dict())
 
 
 def origin_model(run_dir: str | Path) -> str | None:

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 MARKER = ".obliviate"
 FORMAT_VERSION = 1
-KINDS = ("run", "audit", "eval", "demo", "sweep", "merge")
-RESUMABLE = ("run", "demo", "sweep")
+KINDS = ("run", "audit", "eval", "demo", "sweep", "merge", "stream")
+RESUMABLE = ("run", "demo", "sweep", "stream")
 # First bytes by which output files written by obliviate are recognised (see safe_output_file).
 SIGNATURES = {".html": '<meta name="generator" content="obliviate">', ".csv": "run,reference,kind,path",
               ".md": "<!-- written by obliviate -->"}
@@ -72,6 +72,8 @@ class RunFolder:
     CHECKPOINTS = "checkpoints"
     ANALOGOUS = "analogous.jsonl"
     NEIGHBORS = "neighbors.json"
+    LINEAGE = "lineage.json"  # the chain of deletion requests behind a run (obliviate.lineage)
+    STREAM = "stream.json"  # a stream folder's requests and their status (obliviate.recipes.stream)
     EVAL = "eval.json"  # an evaluation folder's summary
     EVALS = "eval"  # RUN/eval/<benchmark>/: evaluations saved inside a run folder
     LOGS = "logs"  # experiment-tracker logs (train.report_to; engine.tracking)

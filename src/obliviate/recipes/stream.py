@@ -37,12 +37,12 @@ from typing import Any
 from obliviate.data.records import Record
 from obliviate.errors import DataError, ObliviateError
 from obliviate.lineage import NothingToUnlearn, Request, is_run_folder, read_lineage, record_hash, set_hash
+from obliviate.runfolder import RunFolder, format_name, kind_of
 
 log = logging.getLogger(__name__)
-STREAM_FILE = "stream.json"
+STREAM_FILE = RunFolder.STREAM
 ORIGINAL_FILE = "original.json"
 CUMULATIVE = "cumulative"  # the evaluation's name: RUN/eval/cumulative/
-FORMAT = "obliviate-stream/1"
 CACHE_VERSION = 2  # bump when the original model's cached values would change
 SET_MEASURES = ("ma", "el", "tofu_prob", "rougeL_recall")
 KEPT_MEASURES = ("tofu_prob", "rougeL_recall")
@@ -204,7 +204,7 @@ def evaluate_cumulative(run_dir: str | Path, cfg: CumulativeConfig, *, original_
     run_dir = Path(run_dir)
     if not is_run_folder(run_dir):
         raise ObliviateError(f"{run_dir}: not a finished run folder of `obliviate unlearn` (summary.json, model/)")
-    out = run_dir / "eval" / CUMULATIVE
+    out = run_dir / RunFolder.EVALS / CUMULATIVE
     if (out / EVAL_FILE).is_file() and not overwrite:
         return out
     lineage = read_lineage(run_dir)
@@ -215,10 +215,10 @@ def evaluate_cumulative(run_dir: str | Path, cfg: CumulativeConfig, *, original_
     kept, heldout = kept_sets(cfg)
     cache = Path(original_cache) if original_cache is not None else out / ORIGINAL_FILE
     original, thresholds = original_values(lineage.origin, sets, kept, heldout, cfg, cache)
-    model, tok = load_model(run_dir / "model")
+    model, tok = load_model(run_dir / RunFolder.MODEL)
     now = measure_model(model, tok, sets, kept, heldout, cfg, thresholds)
     result = _result(now, original, lineage.requests, thresholds, cfg)
-    write_eval(out, result, model=str(run_dir / "model"), label=f"{run_dir.name} (cumulative)", overwrite=True)
+    write_eval(out, result, model=str(run_dir / RunFolder.MODEL), label=f"{run_dir.name} (cumulative)", overwrite=True)
     return out
 
 
@@ -267,15 +267,14 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
     ``overrides`` apply to every request (e.g. ICU's refinement, a stopping rule); ``original_cache``
     (default ``out/original.json``) can be shared by streams that start from the same model."""
     import obliviate
-    from obliviate.data.io import write_json
 
     out = Path(out)
     if not requests:
         raise ObliviateError("a stream needs at least one request (forget set)")
-    plan = {"format": FORMAT, "model": model, "method": method, "requests": list(requests), "retain": retain,
+    plan = {"format": format_name("stream"), "model": model, "method": method, "requests": list(requests), "retain": retain,
             "pool": pool, "config": config, "overrides": list(overrides), "overlap": overlap,
             "evaluation": asdict(evaluation) if evaluation is not None else None}
-    status = _check_stream_folder(out, plan)
+    folder, status = _stream_folder(out, plan)
     parent: Path | None = None
     runs: list[Path | None] = []
     skipped: dict[int, str] = {}
@@ -283,9 +282,9 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
         run = out / f"request-{k}"
         if status.get(str(k), {}).get("skipped"):
             skipped[k] = status[str(k)]["skipped"]
-        elif (run / "summary.json").is_file():
+        elif (run / RunFolder.SUMMARY).is_file():
             pass
-        elif (run / "config.yaml").is_file():
+        elif (run / RunFolder.CONFIG).is_file():
             obliviate.unlearn(out=run, resume=True)
         else:
             try:
@@ -304,28 +303,27 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
                 evaluate_cumulative(run, evaluation, original_cache=original_cache or out / ORIGINAL_FILE)
             parent = run
             runs.append(run)
-        write_json(out / STREAM_FILE, {**plan, "status": status})
+        folder.write_json(STREAM_FILE, {**plan, "status": status})
     return StreamResult(out, runs, skipped)
 
 
-def _check_stream_folder(out: Path, plan: dict[str, Any]) -> dict[str, Any]:
-    """The status of a stream folder to continue; refuses a folder that holds something else."""
-    from obliviate.data.io import read_json, write_json
-
-    if (out / STREAM_FILE).is_file():
-        stored = read_json(out / STREAM_FILE)
-        for key in ("model", "method", "overlap", "retain", "pool", "config", "overrides", "evaluation"):
-            if stored.get(key) != plan[key]:
-                raise ObliviateError(f"{out}: holds a stream with another {key} ({stored.get(key)!r}); "
-                                     "choose another folder")
-        if list(stored.get("requests", []))[: len(plan["requests"])] != plan["requests"][: len(stored["requests"])]:
-            raise ObliviateError(f"{out}: holds a stream of other requests; new requests can only be appended")
-        return dict(stored.get("status") or {})
-    if out.exists() and any(out.iterdir()):
-        raise ObliviateError(f"{out}: not empty and not a stream folder (no {STREAM_FILE}); choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / STREAM_FILE, {**plan, "status": {}})
-    return {}
+def _stream_folder(out: Path, plan: dict[str, Any]) -> tuple[RunFolder, dict[str, Any]]:
+    """The stream folder (created, or continued) and the status of its requests; refuses a folder
+    that holds anything else, or another stream."""
+    if kind_of(out) != "stream":
+        folder = RunFolder.prepare(out, "stream").begin()  # refuses foreign and other obliviate folders
+        folder.write_json(STREAM_FILE, {**plan, "status": {}})
+        return folder, {}
+    folder = RunFolder.open(out, "stream")
+    stored = folder.read_json(STREAM_FILE) if folder.has(STREAM_FILE) else {**plan, "requests": []}
+    for key in ("model", "method", "overlap", "retain", "pool", "config", "overrides", "evaluation"):
+        if stored.get(key) != plan[key]:
+            raise ObliviateError(f"{out}: holds a stream with another {key} ({stored.get(key)!r}); "
+                                 "choose another folder")
+    done = list(stored.get("requests", []))
+    if done[: len(plan["requests"])] != plan["requests"][: len(done)]:
+        raise ObliviateError(f"{out}: holds a stream of other requests; new requests can only be appended")
+    return folder, dict(stored.get("status") or {})
 
 
 # --------------------------------------------------------------------------- reading a chain back
@@ -340,7 +338,7 @@ def chain_curve(run_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     for k, req in enumerate(lineage.requests, start=1):
         folder = run_dir if k == len(lineage.requests) else Path(req.run)
-        path = folder / "eval" / CUMULATIVE / EVAL_FILE
+        path = folder / RunFolder.EVALS / CUMULATIVE / EVAL_FILE
         if path.is_file():
             doc = read_eval(path)
             rows.append({"request": k, "run": str(folder), "now": doc["details"].get("now", {}),
