@@ -165,7 +165,7 @@ def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, m
 
     out = tmp_path / "stream"
     specs = [str(requests["p0"]), str(requests["p1"]), str(requests["p0_again"])]
-    cfg = CumulativeConfig(heldout="world:micro:holdout", retain="world:micro:retain_eval", max_retain=10)
+    cfg = CumulativeConfig(heldout="world:micro:holdout", retain="world:micro:retain_eval")
     result = run_stream(specs, model="world-micro-target", out=out, method="graddiff", retain=RETAIN,
                         overrides=FAST, evaluation=cfg)
     assert [r.name if r else None for r in result.runs] == ["request-1", "request-2", None]
@@ -174,9 +174,14 @@ def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, m
     assert status["3"]["skipped"] and status["2"] == {"run": "request-2"}
     assert (out / "request-2" / "eval" / "cumulative" / "eval.json").is_file()
     stamp = (out / "request-2" / "summary.json").stat().st_mtime_ns
-    again = run_stream(specs, model="world-micro-target", out=out, method="graddiff", retain=RETAIN,
-                       overrides=FAST, evaluation=cfg)  # a rerun reuses everything
-    assert again.skipped.keys() == {3} and (out / "request-2" / "summary.json").stat().st_mtime_ns == stamp
+    # The same stream from the command line: a rerun reuses every run and evaluation.
+    code, text, err = cli(monkeypatch, capsys, "stream", "--out", str(out), "--model", "world-micro-target",
+                          *(a for spec in specs for a in ("--forget", spec)), "--method", "graddiff",
+                          "--retain", RETAIN, "--heldout", "world:micro:holdout",
+                          "--check-retain", "world:micro:retain_eval", *FAST)
+    assert code == 0, err
+    assert "request 3: skipped: " in text and "request-2 MA" in text
+    assert (out / "request-2" / "summary.json").stat().st_mtime_ns == stamp
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("mine")
