@@ -11,6 +11,7 @@ import pytest
 from obliviate.compare import build_table, compare, format_value, load_rows, to_csv, to_markdown, to_rich
 from obliviate.errors import ObliviateError
 from obliviate.protocols.base import EvalResult, read_eval, write_eval
+from obliviate.runfolder import RunFolder
 
 # ICU paper, Table I, 125M block; "NEO (before unlearning)" is the reference row. KUMPR's PPLs print
 # as ">1000" in the paper: any value above 1000 counts as 1000 in the normalisation.
@@ -107,11 +108,12 @@ def test_format_and_column_patterns(paper_evals):
 
 
 def _fake_run(path, method, before, after, evals=None):
-    (path / "model").mkdir(parents=True)
-    (path / "config.yaml").write_text(f"method: {method}\n")
-    summary = {"format": "obliviate-run/1", "method": method, "model": "tiny", "forget": "f.jsonl", "n_forget": 4, "epochs": 2,
+    folder = RunFolder.create(path, "run")
+    (path / "model").mkdir()
+    folder.write_text("config.yaml", f"method: {method}\n")
+    summary = {"method": method, "model": "tiny", "forget": "f.jsonl", "n_forget": 4, "epochs": 2,
                "optimizer_steps": 2, "stop_reason": "max_epochs", "before": before, "after": after}
-    (path / "summary.json").write_text(json.dumps(summary))
+    folder.write_summary(summary)
     for name, metrics in (evals or {}).items():
         write_eval(path / "eval" / name, EvalResult(name, metrics), model=str(path / "model"), label=method)
     return path
@@ -147,3 +149,59 @@ def test_cli_compare_writes_markdown_and_csv(paper_evals, tmp_path):
     assert (tmp_path / "t.csv").read_text().startswith("run,reference,kind,path,")
     html = (tmp_path / "t.html").read_text()
     assert 'id="comparison"' in html and "<strong>" in html and "<u>" in html
+
+
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    import sys
+
+    from obliviate.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["obliviate", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_outputs_never_replace_foreign_files(paper_evals, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data.csv"
+    data.write_text("id,text\n1,mine\n")
+    code, _, err = _cli(monkeypatch, capsys, "compare", str(paper_evals), "--csv", str(data))
+    assert code == 2 and "not written by obliviate" in err and "Traceback" not in err
+    assert data.read_text() == "id,text\n1,mine\n"
+    code, _, err = _cli(monkeypatch, capsys, "compare", str(paper_evals), "--markdown", str(tmp_path))
+    assert code == 2 and "is a folder" in err and "Traceback" not in err
+    outputs = ["--csv", str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md"), "--html", str(tmp_path / "t.html")]
+    for _ in range(2):  # obliviate's own outputs are replaced without asking
+        code, _, err = _cli(monkeypatch, capsys, "compare", str(paper_evals), *outputs)
+        assert code == 0, err
+    code, _, err = _cli(monkeypatch, capsys, "compare", str(paper_evals), "--csv", str(data), "--overwrite")
+    assert code == 0 and data.read_text().startswith("run,reference")
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    code, _, err = _cli(monkeypatch, capsys, "report", str(paper_evals), "--out", str(notes))
+    assert code == 2 and "not written by obliviate" in err and notes.read_text() == "<html>my notes</html>"
+    code, _, err = _cli(monkeypatch, capsys, "report", str(paper_evals), "--out", str(tmp_path))
+    assert code == 2 and "is a folder" in err and "Traceback" not in err
+
+
+def test_piped_output_prints_every_cell(paper_evals, monkeypatch, capsys):
+    code, out, _ = _cli(monkeypatch, capsys, "compare", str(paper_evals))  # captured: not a terminal
+    assert code == 0
+    kumpr = next(line for line in out.splitlines() if "NEO + KUMPR" in line)
+    for cell in ("0.700", "19.10", "29.70", "0.712", "35.10", "3.700", ">1000", "1.050"):
+        assert cell in kumpr, kumpr
+
+
+def test_runs_on_different_forget_sets_are_not_scored_together(tmp_path):
+    before = {"ma": 0.9, "el_10": 0.8}
+    a = _fake_run(tmp_path / "a", "icu", before, {"ma": 0.5, "el_10": 0.04})
+    b = _fake_run(tmp_path / "b", "kumpr", before, {"ma": 0.3, "el_10": 0.01})
+    assert compare([a, b]).scores  # same forget set and model: ranked and scored
+    summary = json.loads((b / "summary.json").read_text())
+    (b / "summary.json").write_text(json.dumps({**summary, "forget": "other.jsonl", "model": "other"}))
+    table = compare([a, b])
+    assert not table.scores and len(table.warnings) == 2
+    assert "different forget sets" in table.warnings[0] and "f.jsonl" in table.warnings[0]
+    assert "different models" in table.warnings[1]
+    assert table.caption()[0].startswith("Warning: different forget sets")

@@ -105,3 +105,24 @@ def test_builtin_specs(monkeypatch):
         load_data("demo:nonsense")
     with pytest.raises(ObliviateError, match="give the benchmark folder"):
         load_data("pile:0")
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("latin1.jsonl", '{"id": "a", "prefix": "caf\xe9", "target": "x"}\n'.encode("latin-1"), "is not UTF-8 text"),
+    ("binary.csv", bytes(range(256)) * 4, "is not UTF-8 text"),
+    ("huge.csv", b"id,prefix,target\n1,a,\"" + b"x" * 200_000 + b"\"\n", "not a readable CSV file"),
+    ("binary.json", b"\x89PNG\r\n\x1a\n\x00\x00", "is not UTF-8 text"),
+])
+def test_unreadable_files_are_one_line_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as info:
+        load_data(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_folders_and_misspelt_sources_say_what_is_wrong(tmp_path):
+    with pytest.raises(DataError, match="is a folder, not a data file"):
+        load_data(tmp_path)
+    with pytest.raises(ObliviateError, match="did you mean demo:forget"):
+        load_data("dmeo:forget")

@@ -28,7 +28,6 @@ def test_bad_specs_fail_with_one_line(tmp_path):
         resolve_model(tmp_path / "empty")
     with pytest.raises(ObliviateError, match="GGUF file not found"):
         resolve_model(tmp_path / "x.gguf")
-    assert resolve_model("EleutherAI/gpt-neo-125M") == "EleutherAI/gpt-neo-125M"  # left to the hub
 
 
 def test_missing_pad_token(tiny_tokenizer):
@@ -56,3 +55,26 @@ def test_smollm2_builtin_answers_and_saves(tmp_path):
     assert (resolve_model("smollm2-135m") + "/config.json").endswith("config.json")
     reloaded = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2-135m"))
     assert "quantization_config" not in reloaded.config.to_dict()
+
+
+@pytest.mark.parametrize("content", [b"not a gguf at all", b"GGUF\x03\x00\x00\x00garbage"])
+def test_junk_gguf_is_a_one_line_error(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(tmp_path / "cache"))
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(content)
+    with pytest.raises(ObliviateError, match="not a readable GGUF model"):
+        resolve_model(junk)
+
+
+def test_unknown_model_fails_at_once_offline_with_suggestions(monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    started = time.perf_counter()
+    with pytest.raises(ObliviateError, match="did you mean smollm2-135m") as info:
+        load_model("smolm2-135m")
+    assert "must be local" in str(info.value) and time.perf_counter() - started < 5
+    with pytest.raises(ObliviateError, match="must be local"):
+        load_model("someone/some-model-that-is-not-cached")

@@ -39,8 +39,9 @@ from typing import Any
 from obliviate.errors import ObliviateError
 from obliviate.evaluation.registry import arrow, direction
 from obliviate.protocols.base import EVAL_FILE, read_eval
+from obliviate.runfolder import MARKER, RunFolder, kind_of
 
-SUMMARY_FILE, ULMR_FILE = "summary.json", "ulmr.json"
+ULMR_FILE = "ulmr.json"
 RUN_KEYS = ("ma", "el_", "retain_ppl", "retain_nll")  # summary keys shown as run/<key>
 PPL_CAP = 1000.0
 SCORES = ("s_z", "s_m")
@@ -59,18 +60,18 @@ class Row:
 
 # --------------------------------------------------------------------------- loading
 
-def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / SUMMARY_FILE).is_file() or (path / ULMR_FILE).is_file()) \
-        and (path / "model").is_dir()
-
-
-def is_eval_dir(path: Path) -> bool:
-    return (path.is_dir() and (path / EVAL_FILE).is_file()) or (path.is_file() and path.name == EVAL_FILE)
+def folder_kind(path: Path) -> str | None:
+    """"run" or "eval" for what obliviate wrote at ``path`` (an ``eval.json`` counts as its folder),
+    from the folder's marker / ``format`` field (``obliviate.runfolder``); None otherwise."""
+    if path.is_file() and path.name == EVAL_FILE:
+        path = path.parent
+    kind = kind_of(path)
+    return kind if kind in ("run", "eval") else None
 
 
 def run_evals(run_dir: Path) -> list[Path]:
     """Evaluation folders saved inside a run folder (``obliviate eval --model RUN`` puts them there)."""
-    return sorted(p.parent for p in (run_dir / "eval").glob(f"*/{EVAL_FILE}")) if (run_dir / "eval").is_dir() else []
+    return RunFolder.open(run_dir, "run").evaluations()
 
 
 def row_from_eval(path: Path, *, reference: bool | None = None) -> Row:
@@ -86,20 +87,16 @@ def row_from_eval(path: Path, *, reference: bool | None = None) -> Row:
 
 
 def run_label(run_dir: Path) -> str:
-    from obliviate.data.io import read_json
-
-    if (run_dir / ULMR_FILE).is_file():
-        info = read_json(run_dir / ULMR_FILE)
-        return f"ulmr α={info.get('alpha')}"
-    summary = read_json(run_dir / SUMMARY_FILE)
+    folder = RunFolder.open(run_dir, "run")
+    if folder.has(ULMR_FILE):
+        return f"ulmr α={folder.read_json(ULMR_FILE).get('alpha')}"
+    summary = folder.read_summary()
     return str(summary.get("label") or summary.get("method") or run_dir.name)
 
 
 def rows_from_run(run_dir: Path, *, before: bool = False) -> list[Row]:
     """The run's row (its own measurements + saved evaluations) and optionally its "before" row."""
-    from obliviate.data.io import read_json
-
-    summary = read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).is_file() else {}
+    summary = RunFolder.open(run_dir, "run").read_summary()
     metrics: dict[str, float] = {}
     for key, value in (summary.get("after") or {}).items():
         if key.startswith(RUN_KEYS) and isinstance(value, int | float):
@@ -129,7 +126,7 @@ def load_rows(paths: Iterable[str | Path], *, before: bool = False,
     seen_before: set[tuple] = set()
     for path, is_ref in [*((Path(p), False) for p in paths), *((Path(p), True) for p in references)]:
         for item in _expand(path):
-            if is_run_dir(item):
+            if folder_kind(item) == "run":
                 new = rows_from_run(item, before=before and not is_ref)
                 for r in new:
                     if r.kind == "before":  # one "original" row per (model, forget set)
@@ -155,14 +152,14 @@ def load_rows(paths: Iterable[str | Path], *, before: bool = False,
 def _expand(path: Path) -> list[Path]:
     if not path.exists():
         raise ObliviateError(f"{path}: no such run or evaluation folder")
-    if is_run_dir(path) or is_eval_dir(path):
+    if folder_kind(path):
         return [path]
     if path.is_dir():
-        children = sorted(p for p in path.iterdir() if is_run_dir(p) or is_eval_dir(p))
+        children = sorted(p for p in path.iterdir() if p.is_dir() and folder_kind(p))
         if children:
             return children
-    raise ObliviateError(f"{path}: not a run folder (summary.json + model/), an evaluation (eval.json), "
-                         "or a folder holding them")
+    raise ObliviateError(f"{path}: not a run folder or an evaluation of obliviate (no {MARKER} marker or summary "
+                         "with a format field), nor a folder holding them")
 
 
 # --------------------------------------------------------------------------- the table
@@ -177,6 +174,7 @@ class ComparisonTable:
     second: dict[str, set[int]] = field(default_factory=dict)
     ppl_cap: float | None = PPL_CAP
     declared: dict[str, bool | None] = field(default_factory=dict)  # directions the eval.json files carry
+    warnings: list[str] = field(default_factory=list)  # rows that should not be ranked together, and why
 
     def direction(self, column: str) -> bool | None:
         return True if column in SCORES else direction(column, self.declared)
@@ -209,7 +207,8 @@ class ComparisonTable:
     def caption(self) -> list[str]:
         ranked = [self.rows[i].label for i in self.ranked]
         refs = [r.label for r in self.rows if r.reference]
-        lines = ["↑ higher is better, ↓ lower is better (directions: obliviate.evaluation.registry); "
+        lines = [*(f"Warning: {w}" for w in self.warnings),
+                 "↑ higher is better, ↓ lower is better (directions: obliviate.evaluation.registry); "
                  "best of each column in bold, second underlined."]
         if self.scores:
             lines.append(f"s_z / s_m (ICU eq. 11: z-score / min-max normalisation, summed with the signs of the "
@@ -266,7 +265,9 @@ def build_table(rows: Sequence[Row], *, columns: Sequence[str] | None = None,
     ranked = table.ranked
     table.score_columns = [c for c in table.columns if table.direction(c) is not None
                            and all(table.value(i, c) is not None for i in ranked)]
-    if len(ranked) >= 2 and table.score_columns:
+    table.warnings = _mismatches([rows[i] for i in ranked])
+    different_data = any(w.startswith("different forget sets") for w in table.warnings)
+    if len(ranked) >= 2 and table.score_columns and not different_data:
         from obliviate.metrics.normalize import normalized_scores
 
         values = {str(i): {c: _capped(c, table.value(i, c), ppl_cap) for c in table.score_columns} for i in ranked}
@@ -284,6 +285,24 @@ def build_table(rows: Sequence[Row], *, columns: Sequence[str] | None = None,
         table.best[column] = {i for i, v in shown.items() if v == distinct[0]}
         table.second[column] = {i for i, v in shown.items() if v == distinct[1]}
     return table
+
+
+def _mismatches(ranked: Sequence[Row]) -> list[str]:
+    """Runs ranked together should have unlearned the same data from the same model: different
+    forget sets make s_z / s_m meaningless (they are not computed); different models are flagged."""
+    runs = [r for r in ranked if r.kind in ("unlearn", "ulmr")]
+    out = []
+    for key, what, consequence in (("forget", "different forget sets", "s_z / s_m are not computed"),
+                                   ("model", "different models", "rank them with care")):
+        seen: dict[str, list[str]] = {}
+        for r in runs:
+            summary = r.info.get("summary") or {}
+            value = str(summary.get(key)) + (f" ({summary.get('n_forget')} records)" if key == "forget" else "")
+            seen.setdefault(value, []).append(r.label)
+        if len(seen) > 1:
+            listed = "; ".join(f"{', '.join(labels)}: {value}" for value, labels in seen.items())
+            out.append(f"{what} among the ranked runs ({listed}); {consequence}.")
+    return out
 
 
 def _capped(column: str, value: float | None, cap: float | None) -> float:

@@ -12,10 +12,13 @@ HF folders, so every later load is a plain ``AutoModelForCausalLM.from_pretraine
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import os
 import shutil
+import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from obliviate.errors import ObliviateError
 
 log = logging.getLogger(__name__)
+HUB_PROBE_SECONDS = 3.0  # how long to wait for the hub before saying a model must be local
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -160,7 +164,10 @@ def resolve_model(spec: str | os.PathLike) -> str:
         stat = path.stat()
         key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
         folder = cache_dir() / "gguf" / f"{path.stem}-{key}"
-        return str(_materialise(folder, lambda out: convert_gguf(path, out), f"GGUF {path.name}"))
+        try:
+            return str(_materialise(folder, lambda out: convert_gguf(path, out), f"GGUF {path.name}"))
+        except (ValueError, OSError, struct.error, KeyError, TypeError) as e:  # gguf's reader on a junk file
+            raise ObliviateError(f"{path}: not a readable GGUF model ({_first_line(e)})") from None
     if path.exists():
         # A peft adapter folder (LoRA run saved with train.lora.save=adapter) has adapter_config.json
         # instead: transformers loads the base model it names and applies the adapter.
@@ -168,8 +175,40 @@ def resolve_model(spec: str | os.PathLike) -> str:
             raise ObliviateError(f"{path}: not a model folder (no config.json)")
         return str(path)
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
-        raise ObliviateError(f"{text}: no such model folder")
-    return text  # a hub id; from_pretrained reports hub errors itself
+        raise ObliviateError(f"{text}: no such model folder{_did_you_mean(text)}")
+    _check_hub_reachable(text)
+    return text  # a hub id
+
+
+def _did_you_mean(text: str) -> str:
+    close = difflib.get_close_matches(text, BUILTINS, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}? (built-in models: obliviate models)" if close else ""
+
+
+def _check_hub_reachable(hub_id: str) -> None:
+    """A hub id that is not in the local cache needs the hub: fail at once when it cannot be
+    reached, instead of after transformers' minute of retries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(hub_id, "config.json"), str):
+        return  # cached: from_pretrained works offline
+    why = None
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        host = constants.ENDPOINT.split("://", 1)[-1].split("/", 1)[0]
+        try:
+            socket.create_connection((host.split(":")[0], 443), timeout=HUB_PROBE_SECONDS).close()
+        except OSError:
+            why = f"{host} cannot be reached"
+    if why:
+        raise ObliviateError(f"{hub_id}: not a built-in model, a local folder or a .gguf file, and not in the hub "
+                             f"cache; {why}, so the model must be local{_did_you_mean(hub_id)}")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, source: str = "tokenizer") -> PreTrainedTokenizerBase:
@@ -188,7 +227,10 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, source: str = "tokenize
 
 def load_tokenizer(spec: str | os.PathLike) -> PreTrainedTokenizerBase:
     path = resolve_model(spec)
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:  # hub errors, a folder without tokenizer files
+        raise ObliviateError(f"{spec}: cannot load its tokenizer ({_first_line(e)})") from None
     return ensure_pad_token(tok, str(spec))
 
 
@@ -198,7 +240,10 @@ def load_model(spec: str | os.PathLike, *, dtype: str | torch.dtype = "float32",
     path = resolve_model(spec)
     torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     tok = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except (OSError, ValueError) as e:  # missing/corrupt weights, an architecture transformers lacks
+        raise ObliviateError(f"{spec}: cannot load the model ({_first_line(e)})") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     if model.generation_config is not None and model.generation_config.pad_token_id is None:

@@ -41,9 +41,9 @@ MARKER = ".obliviate"
 FORMAT_VERSION = 1
 KINDS = ("run", "audit", "eval", "demo", "sweep", "merge", "stream")
 RESUMABLE = ("run", "demo", "sweep", "stream")
-# First bytes by which output files written by obliviate are recognised (see safe_output_file).
-SIGNATURES = {".html": '<meta name="generator" content="obliviate">', ".csv": "run,reference,kind,path",
-              ".md": "<!-- written by obliviate -->"}
+MD_SIGNATURE = "<!-- written by obliviate -->"
+# Text near the start by which output files written by obliviate are recognised (safe_output_file).
+SIGNATURES = ('<meta name="generator" content="obliviate', "run,reference,kind,path,", MD_SIGNATURE)
 
 
 def format_name(kind: str, version: int = FORMAT_VERSION) -> str:
@@ -301,15 +301,12 @@ def safe_output_file(path: str | Path, *, overwrite: bool = False) -> Path:
 
 
 def written_by_obliviate(path: Path) -> bool:
-    signature = SIGNATURES.get(path.suffix.lower())
-    if signature is None:
-        return False
     try:
         with open(path, encoding="utf-8") as fh:
             head = fh.read(4096)
     except (OSError, UnicodeDecodeError):
         return False
-    return signature in head
+    return head.startswith(SIGNATURES[1:]) or SIGNATURES[0] in head
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -318,5 +315,5 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-__all__ = ["KINDS", "MARKER", "RunFolder", "check_writable", "format_name", "kind_of", "parse_format",
+__all__ = ["KINDS", "MARKER", "MD_SIGNATURE", "RunFolder", "check_writable", "format_name", "kind_of", "parse_format",
            "safe_output_file", "written_by_obliviate"]

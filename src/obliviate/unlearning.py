@@ -183,6 +183,15 @@ def _records(spec_or_records: Any, what: str, limit: int | None = None) -> list:
     return records
 
 
+def _model_name(model: Any) -> str:
+    """The spec, or for a model object "<model NAME given in Python>" (NAME from its config), so
+    that summaries and reports still say which model it was."""
+    if isinstance(model, str | Path):
+        return str(model)
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    return f"<model {name} given in Python>"
+
+
 def _spec_name(value: Any) -> str | None:
     if value is None:
         return None
@@ -216,7 +225,7 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
     if pipeline is not None:  # a recipe of several runs (ULMR): it manages its own run folder
         pipeline_fn, cfg = pipeline
         if model is not None:
-            cfg.model = str(model) if isinstance(model, str | Path) else "<model given in Python>"
+            cfg.model = _model_name(model)
         for key, value in (("forget", forget), ("retain", retain)):
             if value is not None:
                 setattr(cfg.data, key, _spec_name(value))
@@ -250,7 +259,7 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
     else:
         cfg = build_config(method, config, overrides)
         if model is not None:
-            cfg.model = str(model) if isinstance(model, str | Path) else "<model given in Python>"
+            cfg.model = _model_name(model)
         for key, value in (("forget", forget), ("retain", retain), ("analogous", analogous), ("pool", pool)):
             if value is not None:
                 setattr(cfg.data, key, _spec_name(value))

@@ -9,6 +9,8 @@ import typer
 
 from obliviate.cli.app import app
 
+WIDE = 400  # columns when stdout is not a terminal (rich would otherwise assume 80)
+
 
 @app.command("compare")
 def compare_command(
@@ -23,24 +25,38 @@ def compare_command(
     csv: Annotated[Path | None, typer.Option("--csv", help="also write the plain values as CSV")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="also write an HTML comparison report")] = None,
     title: Annotated[str | None, typer.Option("--title", help="table title")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace existing --markdown/--csv/--html files "
+                                            "that obliviate did not write (its own are always replaced)")] = False,
 ) -> None:
     """Table I of the ICU paper for RUNS: every metric with its arrow, s_z and s_m, best bold, second underlined."""
     from rich.console import Console
 
     from obliviate.compare import compare, to_csv, to_markdown, to_rich
-    from obliviate.data.io import atomic_write_text
+    from obliviate.runfolder import MD_SIGNATURE, safe_output_file
 
+    outputs = {path: None for path in (markdown, csv, html) if path is not None}
+    for path in outputs:  # checked before any work, so a refused file costs nothing
+        safe_output_file(path, overwrite=overwrite)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     table = compare(runs, before=before, references=ref or (), columns=cols)
-    Console().print(to_rich(table, title=title))
+    console = Console()
+    if not console.is_terminal:  # piped or logged: the whole table, not squeezed into 80 columns
+        console = Console(width=WIDE, soft_wrap=True)
+    console.print(to_rich(table, title=title))
+    for warning in table.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if markdown is not None:
-        atomic_write_text(markdown, (f"### {title}\n\n" if title else "") + to_markdown(table))
+        _write(markdown, MD_SIGNATURE + "\n" + (f"### {title}\n\n" if title else "") + to_markdown(table))
     if csv is not None:
-        atomic_write_text(csv, to_csv(table))
+        _write(csv, to_csv(table))
     if html is not None:
         from obliviate.report import render_comparison
 
-        atomic_write_text(html, render_comparison(table, title=title))
-    for path in (markdown, csv, html):
-        if path is not None:
-            print(f"wrote {path}")
+        _write(html, render_comparison(table, title=title))
+
+
+def _write(path: Path, text: str) -> None:
+    from obliviate.data.io import atomic_write_text
+
+    atomic_write_text(path, text)
+    print(f"wrote {path}")

@@ -41,16 +41,17 @@ def eval_command(
 
     from rich.console import Console
 
-    from obliviate.compare import is_run_dir, run_label
+    from obliviate.compare import run_label
     from obliviate.config import load_config
     from obliviate.errors import ObliviateError
     from obliviate.models import load_model
     from obliviate.protocols import get_benchmark
-    from obliviate.protocols.base import EVAL_FILE, write_eval
+    from obliviate.protocols.base import write_eval
+    from obliviate.runfolder import RunFolder, kind_of
     from obliviate.utils import default_device
 
     spec, extra = get_benchmark(benchmark)
-    run_dir = Path(model) if is_run_dir(Path(model)) else None
+    run_dir = Path(model) if kind_of(model) == "run" else None
     model_path = str(run_dir / "model") if run_dir else model
     fields = {f.name for f in dataclasses.fields(spec.options)}
     common = {"limit": limit, "retain_results": retain_results, "batch_size": batch_size, **extra}
@@ -63,8 +64,8 @@ def eval_command(
     opts = load_config(spec.options, None, list(options or []), base=base)
     if out is None and run_dir is not None:
         out = run_dir / "eval" / benchmark.replace(":", "-").replace(",", "+")
-    if out is not None and (out / EVAL_FILE).exists() and not overwrite:
-        raise ObliviateError(f"{out}: already holds an evaluation; pass --overwrite to replace it")
+    if out is not None:
+        RunFolder.prepare(out, "eval", overwrite=overwrite)  # fail before the model is loaded
 
     net, tok = load_model(model_path, dtype=dtype, device=device or default_device())
     # Protocols that depend on where the model came from (the world's profile) get the original spec of a run.

@@ -15,6 +15,8 @@ def report_command(
     runs: Annotated[list[Path], typer.Argument(help="one run folder (re-renders RUN/report.html), or several run / "
                                                "evaluation folders (a comparison; needs --out)")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="the HTML file to write")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing --out file that obliviate did "
+                                            "not write (a report it wrote is always replaced)")] = False,
     before: Annotated[bool, typer.Option("--before", help="comparison: add the runs' original model as a reference "
                                          "row")] = False,
     ref: Annotated[list[Path] | None, typer.Option("--ref", help="comparison: a reference row; repeatable")] = None,
@@ -22,11 +24,13 @@ def report_command(
     title: Annotated[str | None, typer.Option("--title", help="comparison: the report's title")] = None,
 ) -> None:
     """Write the HTML report: plots, before/after generations, the comparison table (opens without a server)."""
-    from obliviate.compare import is_run_dir
     from obliviate.errors import ObliviateError
     from obliviate.report import write_comparison_report, write_run_report
+    from obliviate.runfolder import kind_of, safe_output_file
 
-    if len(runs) == 1 and is_run_dir(runs[0]) and not ref:
+    if out is not None:
+        safe_output_file(out, overwrite=overwrite)
+    if len(runs) == 1 and kind_of(runs[0]) == "run" and not ref:
         path = write_run_report(runs[0], out)
     else:
         if out is None:

@@ -154,9 +154,18 @@ def _iter_json_lines(path: Path, lines: Iterable[str]) -> Iterator[tuple[str, An
 def load_records(path: str | os.PathLike, *, kind: type | None = None, allow_empty: bool = False) -> list[Record]:
     """Load all records of a file. ``kind`` (TextRecord/QARecord) enforces one schema."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a data file (give a .jsonl, .json, .csv or .parquet file, a "
+                        "datasets save_to_disk folder, or a built-in name such as demo:forget)")
     if not path.is_file():
         raise DataError(path, "file not found")
-    return parse_records(_iter_raw(path), path=path, kind=kind, allow_empty=allow_empty)
+    try:
+        return parse_records(_iter_raw(path), path=path, kind=kind, allow_empty=allow_empty)
+    except csv.Error as e:  # e.g. NUL bytes: a binary file that happens to decode
+        raise DataError(path, f"is not a readable CSV file ({e})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); a binary "
+                        "file, or text in another encoding: save it as UTF-8") from None
 
 
 def parse_records(rows: Iterable[tuple[str, Any]], *, path: object, kind: type | None = None,

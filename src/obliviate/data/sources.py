@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from importlib import resources
@@ -82,6 +83,11 @@ def load_data(spec: str | os.PathLike) -> list[Record]:
         return hf.load_parquet(text)
     if hf.is_saved_dataset(text):
         return hf.load_saved_dataset(text)
+    if sep and not Path(text).exists() and "/" not in prefix and "\\" not in prefix and len(prefix) > 1:
+        close = difflib.get_close_matches(prefix, _SOURCES, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}:{rest}? " if close else ""
+        raise ObliviateError(f"{text}: no such file, and {prefix + ':'!r} is not a data source; {hint}"
+                             f"sources: {', '.join(p + ':' for p in _SOURCES)}")
     return load_records(text)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obliviate.errors import DataError, ObliviateError
+from obliviate.errors import DataError
 
 EVAL_FILE = "eval.json"
 PER_SAMPLE_FILE = "per_sample.jsonl"
@@ -77,28 +77,23 @@ def json_safe(value: Any) -> Any:
 
 def write_eval(out: str | Path, result: EvalResult, *, model: str, label: str, reference: bool = False,
                overwrite: bool = False, directions: Mapping[str, bool | None] | None = None) -> Path:
-    """Write an evaluation folder; an existing ``eval.json`` is replaced only with ``overwrite``."""
-    from obliviate.data.io import atomic_write_text, write_json
+    """Write an evaluation folder; an earlier evaluation is replaced only with ``overwrite``, and a
+    folder obliviate did not write never (``obliviate.runfolder``)."""
+    from obliviate.runfolder import RunFolder
 
-    out = Path(out)
-    if (out / EVAL_FILE).exists() and not overwrite:
-        raise ObliviateError(f"{out}: already holds an evaluation ({EVAL_FILE}); pass --overwrite to replace it "
-                             "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder.create(out, "eval", overwrite=overwrite)
     dirs = dict(directions_of(result.metrics))
     dirs.update({k: v for k, v in result.directions.items() if dirs.get(k) is None})
     dirs.update(directions or {})
     for name, obj in result.files.items():
-        write_json(out / name, json_safe(obj))
-    atomic_write_text(out / PER_SAMPLE_FILE,
-                      "".join(json.dumps(json_safe(r), ensure_ascii=False) + "\n" for r in result.rows))
+        folder.write_json(name, json_safe(obj))
+    folder.write_jsonl(PER_SAMPLE_FILE, (json_safe(r) for r in result.rows))
     doc = {"format": FORMAT, "benchmark": result.benchmark, "model": model, "label": label,
            "reference": bool(reference), "metrics": json_safe(result.metrics), "directions": dirs,
            "details": json_safe(result.details), "settings": json_safe(result.settings),
            "seconds": None if result.seconds is None else round(result.seconds, 1),
            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_json(out / EVAL_FILE, doc)  # written last: its presence means the evaluation finished
-    return out / EVAL_FILE
+    return folder.write_json(EVAL_FILE, doc)  # written last: its presence means the evaluation finished
 
 
 def read_eval(path: str | Path) -> dict[str, Any]:

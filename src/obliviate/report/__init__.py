@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from obliviate.errors import ObliviateError
+from obliviate.runfolder import RunFolder
 
 REPORT_FILE = "report.html"
 MAX_SAMPLE_ROWS = 200  # per-sample table rows shown in a run report
@@ -162,15 +162,14 @@ def _render(**context: Any) -> str:
 def render_run_report(run_dir: str | Path) -> str:
     from markupsafe import Markup
 
-    from obliviate.compare import build_table, is_run_dir, rows_from_run
+    from obliviate.compare import ULMR_FILE, build_table, rows_from_run
     from obliviate.evaluation.registry import arrow
     from obliviate.report import plots
 
-    run_dir = Path(run_dir)
-    if not is_run_dir(run_dir):
-        raise ObliviateError(f"{run_dir}: not a run folder (needs summary.json or ulmr.json, and model/)")
-    summary = _json(run_dir / "summary.json") or {}
-    ulmr = _json(run_dir / "ulmr.json")
+    folder = RunFolder.open(run_dir, "run")
+    run_dir = folder.path
+    summary = folder.read_summary()
+    ulmr = folder.read_json(ULMR_FILE) if folder.has(ULMR_FILE) else None
     history = run_history(run_dir)
     trace = run_trace(run_dir)
     method = summary.get("method") or (ulmr or {}).get("method") or "run"
@@ -216,12 +215,20 @@ def render_run_report(run_dir: str | Path) -> str:
     ) if f is not None]
 
     generations = _run_generations(run_dir, trace, Markup)
-    return _render(title=f"obliviate report: {label} on {summary.get('model') or (ulmr or {}).get('model')}",
+    model = model_title(summary.get("model") or (ulmr or {}).get("model"))
+    return _render(title=f"obliviate report: {label} on {model}",
                    subtitle=str(run_dir.resolve()), meta=meta, before_after=before_after,
                    verdict=_verdict(summary), table=_table_context(table) if table.columns else None,
                    table_title="Comparison table (original model vs this run, with every saved evaluation)",
                    figures=figures, generations=generations, per_sample=_per_sample(run_dir),
                    config_text=(run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None)
+
+
+def model_title(spec: Any) -> str:
+    """A run's model as a title names it: "<model X given in Python>" -> "X"."""
+    text = str(spec)
+    match = re.fullmatch(r"<model (.+) given in Python>", text)
+    return match.group(1) if match else text
 
 
 def _thresholds_text(th: Mapping[str, Any] | None, source: str | None) -> str | None:

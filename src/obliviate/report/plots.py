@@ -83,9 +83,13 @@ def memorization_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]],
     if not any(_series(h, "ma")[0] for h in runs.values()):
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    el_name = next((el_key(h[0]) for h in runs.values() if h and el_key(h[0])), "el_10")
-    for ax, key, title in ((axes[0], "ma", "MA"), (axes[1], el_name, el_name.replace("el_", "EL"))):
+    el_name = next((el_key(h[0]) for h in runs.values() if h and el_key(h[0])), None)
+    if el_name is not None and not any(_series(h, el_name)[0] for h in runs.values()):
+        el_name = None  # eval.el=false: no empty EL panel
+    panels = [("ma", "MA"), *([(el_name, el_name.replace("el_", "EL"))] if el_name else [])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
+    axes = list(axes[0])
+    for ax, (key, title) in zip(axes, panels):
         _style(ax)
         for n, (label, history) in enumerate(runs.items()):
             xs, ys = _series(history, key)
@@ -103,8 +107,9 @@ def memorization_curves(runs: Mapping[str, Sequence[Mapping[str, Any]]],
         ax.set_xlabel("epoch (0 = before unlearning)")
         ax.set_ylim(bottom=0)
     if len(runs) > 1:
-        axes[1].legend(fontsize=7, loc="upper right")
-    return Figure("memorization", "Memorization per epoch", "Mean MA and EL_n of the forget set after every epoch; "
+        axes[-1].legend(fontsize=7, loc="upper right")
+    what = "MA and EL_n" if el_name else "MA (EL_n was not measured: eval.el=false)"
+    return Figure("memorization", "Memorization per epoch", f"Mean {what} of the forget set after every epoch; "
                   "dashed: the stopping thresholds.", _encode(fig), wide=True)
 
 
