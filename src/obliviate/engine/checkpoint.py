@@ -3,8 +3,9 @@ either the previous complete checkpoint or the new complete one -- never a half 
 
 ``checkpoints/epoch-0003/`` holds accelerate's ``save_state`` (model, optimizer, scheduler, RNG
 states), ``reference_cache.pt`` (cached reference log-probs) and ``engine_state.json`` (epoch,
-active mask, when each sample was forgotten, history, thresholds). The folder is written as
-``epoch-0003.partial`` and renamed when complete; older checkpoints are pruned afterwards.
+active mask, when each sample was forgotten, history, thresholds, the method's own state). The
+folder is written as ``epoch-0003.partial`` and renamed when complete; older checkpoints are
+pruned afterwards.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class EngineState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row of means per epoch (0 = before)
     events: list[dict[str, Any]] = field(default_factory=list)  # refinement: who was forgotten / came back when
     stop_reason: str | None = None  # set when the run has finished
+    method_state: dict[str, float] = field(default_factory=dict)  # the method's own state (PDU's lambda)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -218,6 +218,7 @@ class Engine:
         ref_model = None
         if self.req.reference_model and not self.use_lora:
             ref_model = frozen_copy(self.model, train.reference_dtype)
+        self._freeze_untrained()
         self._train_mode(self.model)
         optimizer_cls = torch.optim.Adam if train.optimizer == "adam" else torch.optim.AdamW
         optimizer = optimizer_cls([p for p in self.model.parameters() if p.requires_grad], lr=train.lr,
@@ -257,6 +258,16 @@ class Engine:
         if self.use_lora and self.req.reference_model:
             return AdapterReference(self.acc.unwrap_model(self.prepared), cache, self.acc.autocast)
         return FrozenReference(ref_model, cache, self.acc.autocast)
+
+    def _freeze_untrained(self) -> None:
+        """Train only the parameters the method names (``MethodConfig.trainable_parameters``)."""
+        names = self.method_cfg.trainable_parameters(self.model)
+        if names is None:
+            return
+        keep = set(names)
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name in keep)
+        log.info("training %d parameter tensors only: %s", len(keep), ", ".join(sorted(keep)[:6]))
 
     def _train_mode(self, model: torch.nn.Module) -> None:
         """Dropout off (eval mode, as the references load their models) unless ``train.dropout``;
@@ -320,7 +331,8 @@ class Engine:
         """Thresholds and the original model's metrics (epoch 0); callbacks see them too (under the
         reference rule, refinement makes its first check here)."""
         n = self.n_forget
-        self.state = state = ckpt.EngineState(active=[True] * n, forgotten_at=[None] * n)
+        self.state = state = ckpt.EngineState(active=[True] * n, forgotten_at=[None] * n,
+                                              method_state=dict(self.method_cfg.initial_state()))
         model = self.acc.unwrap_model(self.prepared)
         with plain_forward(model):
             state.thresholds, state.thresholds_source = evaluation.thresholds(
@@ -372,6 +384,7 @@ class Engine:
                     tally.steps += 1
                     self.tracker.log_step(self.state.steps + tally.steps,
                                           {k: v / max(tally.window_batches, 1) for k, v in tally.window.items()})
+                    self._update_method_state(epoch, tally)
                 tally.window.clear()
                 tally.window_batches = 0
                 self.optimizer.zero_grad(set_to_none=True)
@@ -425,6 +438,7 @@ class Engine:
             rows = chosen or [idx[0] if idx else plan.order[0]]
             batch = build_method_batch(rows, self.data, self.pad_id, self.region,
                                        plan.retain_draw if chosen else plan.spare_draw, plan.alternates, acc.device)
+            batch.state = self.state.method_state
             out = self.method.loss(model, batch, self.method_cfg, self.ref)
             if not torch.isfinite(out.loss):
                 raise ObliviateError(f"epoch {epoch}: the {self.method.name} loss became {out.loss.item()}; "
@@ -451,6 +465,13 @@ class Engine:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def _update_method_state(self, epoch: int, tally: _Tally) -> None:
+        """``MethodSpec.update_state`` after an optimizer step, from the step's logs averaged over its
+        micro-batches and every process (so every process computes the same new state)."""
+        if self.method.update_state is not None:
+            stats = self._reduce_logs(tally.window, tally.window_batches)
+            self.state.method_state = self.method.update_state(self.method_cfg, self.state.method_state, stats, epoch)
 
     def _reduce_logs(self, sums: dict[str, float], micro_batches: int) -> dict[str, float]:
         """Means over every process's micro-batches (each process logged only its own)."""
@@ -479,7 +500,7 @@ class Engine:
     def end_epoch(self, epoch: int, train_logs: dict[str, float], started: float) -> dict[str, Any]:
         """Evaluate, run the callbacks, decide whether to stop; appends the epoch's row to the history."""
         state = self.state
-        control = self._evaluate_epoch(epoch, {"epoch": epoch, **train_logs})
+        control = self._evaluate_epoch(epoch, {"epoch": epoch, **train_logs, **state.method_state})
         row = state.history[-1]
         el_name = f"el_{self.eval_cfg.el_n}"
         active = state.active if self.stop_cfg.average_over == "active" else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 
@@ -50,10 +51,13 @@ class FrozenReference(_Cached):
         self.model, self.cache, self._autocast = model, cache or {}, autocast
 
     def logits(self, batch: Batch) -> torch.Tensor:
+        return self.apply(lambda model: forward_logits(model, batch))
+
+    def apply(self, fn: Callable[[torch.nn.Module], Any]) -> Any:
         if self.model is None:
             raise RuntimeError("this method declared no reference_model in its requirements()")
         with torch.no_grad(), self._autocast():
-            return forward_logits(self.model, batch)
+            return fn(self.model)
 
 
 class AdapterReference(_Cached):
@@ -66,8 +70,11 @@ class AdapterReference(_Cached):
         self.model, self.cache, self._autocast = model, cache or {}, autocast
 
     def logits(self, batch: Batch) -> torch.Tensor:
+        return self.apply(lambda model: forward_logits(model, batch))
+
+    def apply(self, fn: Callable[[torch.nn.Module], Any]) -> Any:
         with torch.no_grad(), self.model.disable_adapter(), self._autocast():
-            return forward_logits(self.model, batch)
+            return fn(self.model)
 
 
 def frozen_copy(model: torch.nn.Module, dtype: str = "float32") -> torch.nn.Module:

@@ -37,6 +37,16 @@ class MethodConfig:
     def requirements(self) -> Requirements:
         return Requirements()
 
+    def trainable_parameters(self, model: torch.nn.Module) -> list[str] | None:
+        """Qualified names of the only parameters to train (the rest stay frozen); None = all
+        (RMU trains a few decoder blocks' MLP projections, see ``methods.layers``)."""
+        return None
+
+    def initial_state(self) -> dict[str, float]:
+        """The method's own state at the start (PDU's dual variable), updated after every optimizer
+        step by ``MethodSpec.update_state`` and saved with every checkpoint. Floats only."""
+        return {}
+
     def is_pipeline_step(self) -> bool:
         """True when this run is the training step of its method's pipeline (``MethodSpec.pipeline``)
         rather than the whole recipe; only methods with a pipeline override it."""
@@ -50,7 +60,8 @@ class Requirements:
     * ``retain``: a retain batch paired with every forget batch (drawn at random, seeded).
     * ``analogous``: the analogous sample of each forget sample, paired by index (ICU's CLE).
     * ``alternates``: per forget sample, alternative completions of its prompt: ``"refusals"``
-      (IdkDPO's "I don't know" answers) or ``"retain_completions"`` (LLMU's random mismatch).
+      (IdkDPO's "I don't know" answers), ``"retain_completions"`` (LLMU's random mismatch) or
+      ``"generated"`` (AltPO: sampled from the original model, ``generated_alternates``).
     * ``alternates_per_sample``: how many alternates each forget sample gets.
     * ``resample_alternates``: draw new alternates every epoch (seeded by epoch).
     * ``reference_model``: the method calls ``ref.logits(batch)`` (a frozen original model).
@@ -85,6 +96,7 @@ class MethodBatch:
     alternate: Batch | None = None
     alternate_owner: torch.Tensor | None = None
     alternate_index: torch.Tensor | None = None
+    state: Mapping[str, float] = field(default_factory=dict)  # the method's state (read-only here)
 
 
 class Reference(Protocol):
@@ -102,6 +114,10 @@ class Reference(Protocol):
         """Cached sum of label-token log-probs of ``part`` rows ``index`` ([B], float32)."""
         ...
 
+    def apply(self, fn: Callable[[torch.nn.Module], Any]) -> Any:
+        """``fn(original model)`` without gradients (RMU reads its hidden states this way)."""
+        ...
+
 
 @dataclass
 class LossOutput:
@@ -114,6 +130,9 @@ LossFn = Callable[[Any, MethodBatch, Any, Reference], LossOutput]
 # ``obliviate.unlearn`` as pipeline(config, model=, forget=, retain=, out=, resume=, overwrite=,
 # tokenizer=, callbacks=) and returns an ``UnlearnResult`` whose run folder has the core files.
 PipelineFn = Callable[..., Any]
+# After every optimizer step: (config, state, stats, epoch) -> the new state. ``stats`` are the
+# step's loss logs averaged over its micro-batches and processes (every process gets the same).
+UpdateStateFn = Callable[[Any, Mapping[str, float], Mapping[str, float], int], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -130,3 +149,5 @@ class MethodSpec:
     # Set for methods whose recipe is more than one training run: ``obliviate.unlearn`` hands the
     # whole run to it, unless ``method_args.is_pipeline_step()`` says this run is its training step.
     pipeline: PipelineFn | None = None
+    # Set for methods with state of their own (``MethodConfig.initial_state``): PDU's dual ascent.
+    update_state: UpdateStateFn | None = None

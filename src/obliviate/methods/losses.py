@@ -113,3 +113,76 @@ def retain_term(model: torch.nn.Module, retain: Batch, kind: str, ref) -> tuple[
         loss = kl_to_reference(ref_logits, logits, retain.labels)
         return loss, {"retain_kl": loss.item()}
     raise ValueError(f"unknown retain loss {kind!r}; use 'nll' or 'kl'")
+
+
+def add_retain(loss: torch.Tensor, logs: dict[str, float], model: torch.nn.Module, retain: Batch | None,
+               alpha: float, kind: str, ref, method: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """``loss + alpha * retain_term`` (nothing when alpha is 0), with the retain logs added."""
+    if not alpha:
+        return loss, logs
+    if retain is None:
+        raise ValueError(f"{method} needs a retain batch (engine bug)")
+    term, retain_logs = retain_term(model, retain, kind, ref)
+    return loss + alpha * term, {**logs, **retain_logs}
+
+
+def weighted_ascent(logp: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Token-weighted gradient ascent (WGA, SatImp): -mean over counted tokens of w_t * CE_t =
+    mean of w_t * log p_t, with the weights detached (they scale each token's gradient only)."""
+    return (weight.detach() * logp * mask).sum() / mask.sum().clamp(min=1)
+
+
+def wga_loss(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """WGA (Wang et al. 2025, G-effect): ascent with weight p_t^beta on each label token."""
+    logp, mask = token_logprobs(logits, labels)
+    return weighted_ascent(logp, mask, logp.exp() ** beta)
+
+
+def satimp_loss(logits: torch.Tensor, labels: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
+    """SatImp (Yang et al. 2025): ascent with weight p_t^beta1 * (1 - p_t)^beta2 on each label token."""
+    logp, mask = token_logprobs(logits, labels)
+    p = logp.exp()
+    return weighted_ascent(logp, mask, p ** beta1 * (1 - p) ** beta2)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over counted positions of H(target, softmax(logits)) = -sum_v target_v log q_v."""
+    ce = -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+    return (ce * mask).sum() / mask.sum().clamp(min=1)
+
+
+def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """UNDIAL (Dong et al. 2024): distil toward the reference whose true-token logit is lowered by
+    beta, on the label positions only (the reference code also trains on prompt and padding)."""
+    targets, mask = labels[:, 1:], labels[:, 1:] != -100
+    adjusted = ref_logits[:, :-1].float() - beta * F.one_hot(targets.clamp(min=0), ref_logits.shape[-1])
+    return soft_cross_entropy(logits[:, :-1], F.softmax(adjusted, dim=-1), mask)
+
+
+def ceu_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_first: int) -> torch.Tensor:
+    """CE-U (Yang et al. 2025): cross-entropy toward the model's own detached distribution with the
+    true token removed (its logit set to -inf), skipping the first ``ignore_first`` label tokens of
+    each row."""
+    targets, mask = labels[:, 1:], labels[:, 1:] != -100
+    mask = mask & (mask.cumsum(-1) > ignore_first)
+    shifted = logits[:, :-1].float()
+    true = F.one_hot(targets.clamp(min=0), shifted.shape[-1]).bool()
+    target = F.softmax(shifted.detach().masked_fill(true, float("-inf")), dim=-1)
+    return soft_cross_entropy(shifted, target, mask)
+
+
+def logit_margin_flattening(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """PDU's forget loss: mean over label positions of (max logit - mean logit)^2; 0 when the
+    next-token distribution is uniform."""
+    mask = labels[:, 1:] != -100
+    shifted = logits[:, :-1].float()
+    margin = shifted.max(-1).values - shifted.mean(-1)
+    return (margin.square() * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMU's activation loss: per sequence, the mean over its masked positions of the mean squared
+    difference over the hidden dimension; then the mean over sequences (open-unlearning's reduction)."""
+    sq = (hidden.float() - target.float()).square().mean(-1)  # [B, T]
+    per_row = (sq * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    return per_row.mean()
