@@ -380,6 +380,15 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
         data.alternates = refusal_alternates(forget_records, data.forget,
                                              load_refusals(getattr(cfg.method_args, "refusals", None)), tokenizer,
                                              template, cfg.train.seed)
+    elif req.alternates == "generated":
+        from obliviate.engine.data import fixed_alternates
+        from obliviate.engine.distributed import on_main
+        from obliviate.methods.altpo import sample_alternates
+
+        # Sampled once from the original model (main process) and shared, so every process agrees.
+        texts = on_main(lambda: sample_alternates(model, tokenizer, forget_records, data.forget, cfg.method_args,
+                                                  cfg.train.seed))
+        data.alternates = fixed_alternates(forget_records, data.forget, texts, tokenizer, template, "alt")
     elif req.alternates == "retain_completions":
         data.alternates = mismatch_alternates(data.forget, data.retain or [], req.alternates_per_sample, cfg.train.seed)
     if cfg.stop.calibrate_on:

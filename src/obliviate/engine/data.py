@@ -111,16 +111,25 @@ def _completion_text(record: Record, text: str, tokenizer, template: PromptTempl
     return text if not record.prefix or record.prefix[-1:].isspace() else " " + text
 
 
+def fixed_alternates(records: Sequence[Record], forget: Sequence[Encoded], texts: Sequence[Sequence[str]], tokenizer,
+                     template: PromptTemplate, tag: str) -> AlternatesFn:
+    """Each forget prompt followed by each of its alternate answers ``texts[i]`` (the same every epoch)."""
+    fixed = []
+    for rec, enc, alts in zip(records, forget, texts):
+        row = []
+        for k, alt in enumerate(alts):
+            ids = tuple(tokenizer(_completion_text(rec, alt, tokenizer, template), add_special_tokens=False)["input_ids"])
+            row.append(Encoded(enc.ids[:enc.prompt_len] + ids, enc.prompt_len, f"{enc.id}/{tag}{k}"))
+        fixed.append(row)
+    return lambda epoch: fixed
+
+
 def refusal_alternates(records: Sequence[Record], forget: Sequence[Encoded], refusals: Sequence[str], tokenizer,
                        template: PromptTemplate, seed: int) -> AlternatesFn:
     """Each forget prompt followed by one refusal, drawn once with ``seed`` (IdkDPO)."""
     rng = random.Random(epoch_seed(seed, 0, 303))
-    fixed = []
-    for rec, enc in zip(records, forget):
-        text = _completion_text(rec, refusals[rng.randrange(len(refusals))], tokenizer, template)
-        ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
-        fixed.append([Encoded(enc.ids[:enc.prompt_len] + ids, enc.prompt_len, f"{enc.id}/refusal")])
-    return lambda epoch: fixed
+    texts = [[refusals[rng.randrange(len(refusals))]] for _ in records]
+    return fixed_alternates(records, forget, texts, tokenizer, template, "refusal")
 
 
 def mismatch_alternates(forget: Sequence[Encoded], retain: Sequence[Encoded], k: int, seed: int) -> AlternatesFn:

@@ -6,7 +6,24 @@
 from __future__ import annotations
 
 from obliviate.errors import ObliviateError
-from obliviate.methods import dpo, graddiff, icu, kl, kumpr, llmu, npo, simnpo, ulmr
+from obliviate.methods import (
+    altpo,
+    ceu,
+    dpo,
+    graddiff,
+    icu,
+    kl,
+    kumpr,
+    llmu,
+    npo,
+    pdu,
+    rmu,
+    satimp,
+    simnpo,
+    ulmr,
+    undial,
+    wga,
+)
 from obliviate.methods.base import (
     LossOutput,
     MethodBatch,
@@ -18,6 +35,7 @@ from obliviate.methods.base import (
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     icu.SPEC, kumpr.SPEC, graddiff.SPEC, kl.SPEC, npo.SPEC, simnpo.SPEC, dpo.SPEC, llmu.SPEC, ulmr.SPEC,
+    rmu.SPEC, undial.SPEC, wga.SPEC, satimp.SPEC, ceu.SPEC, pdu.SPEC, altpo.SPEC,
 )}
 _ALIASES = {alias: spec.name for spec in METHODS.values() for alias in spec.aliases}
 

@@ -134,13 +134,13 @@ def weighted_ascent(logp: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor
 
 def wga_loss(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
     """WGA (Wang et al. 2025, G-effect): ascent with weight p_t^beta on each label token."""
-    logp, mask = token_logprobs(logits, labels)
+    logp, mask = label_logprobs(logits, labels)
     return weighted_ascent(logp, mask, logp.exp() ** beta)
 
 
 def satimp_loss(logits: torch.Tensor, labels: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
     """SatImp (Yang et al. 2025): ascent with weight p_t^beta1 * (1 - p_t)^beta2 on each label token."""
-    logp, mask = token_logprobs(logits, labels)
+    logp, mask = label_logprobs(logits, labels)
     p = logp.exp()
     return weighted_ascent(logp, mask, p ** beta1 * (1 - p) ** beta2)
 

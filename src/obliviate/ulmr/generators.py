@@ -288,13 +288,15 @@ class ModelGenerator(PromptedGenerator):
     def __init__(self, model: Any, tokenizer: Any, *, name: str = "model", max_new_tokens: int = 64,
                  temperature: float = 0.8, top_p: float = 0.95, batch_size: int = 8,
                  sample_negatives: bool = False, chat: bool | None = None,
-                 fallback: TemplateGenerator | None = None):
+                 fallback: TemplateGenerator | None = None, add_special_tokens: bool | None = None):
         super().__init__(sample_negatives=sample_negatives, fallback=fallback)
         self.model, self.tokenizer = model, tokenizer
         self.name = name if name.startswith("model:") else f"model:{name}"
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.batch_size = batch_size
         self.chat = getattr(tokenizer, "chat_template", None) is not None if chat is None else chat
+        # Prompts that are already fully formatted (AltPO's: the encoded prompt's text) say themselves.
+        self.add_special_tokens = not self.chat if add_special_tokens is None else add_special_tokens
 
     def _format(self, prompt: str) -> str:
         if self.chat:
@@ -322,7 +324,7 @@ class ModelGenerator(PromptedGenerator):
             with torch.random.fork_rng(devices=cuda), torch.no_grad():
                 for b, batch in enumerate(progress(batches, desc=f"{self.name} generating")):
                     torch.manual_seed(seed + b)
-                    enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=not self.chat).to(device)
+                    enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=self.add_special_tokens).to(device)
                     gen = model.generate(**enc, generation_config=self._generation_config(sample))
                     new = gen[:, enc["input_ids"].shape[1]:]
                     out.extend(tok.batch_decode(new, skip_special_tokens=True))
