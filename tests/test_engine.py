@@ -49,12 +49,19 @@ def _strip_times(history):
 
 # --------------------------------------------------------------------------- resume after a kill
 
-@pytest.mark.parametrize("method", ["npo", "icu"])
+RESUME_EXTRA = {  # RMU on the 2-block micro model; PDU's lambda moving from the first step on
+    "rmu": ["method_args.layer=1", "method_args.trainable_layers=[0,1]"],
+    "pdu": ["method_args.dual_warmup_epochs=0", "method_args.dual_step_size=10"],
+    "altpo": ["method_args.alternates=2"],
+}
+
+
+@pytest.mark.parametrize("method", ["npo", "icu", "rmu", "undial", "wga", "satimp", "ceu", "pdu", "altpo"])
 def test_resume_after_kill_equals_uninterrupted_run(method, micro, tmp_path):
     model, tok, forget, retain = micro
     extra = {"analogous": retain[:16]} if method == "icu" else {}
     overrides = [*FAST, "stop.max_epochs=3", "stop.el_threshold=null", "stop.ma_threshold=null",
-                 "stop.when_all_forgotten=false", "train.batch_size=4"]
+                 "stop.when_all_forgotten=false", "train.batch_size=4", *RESUME_EXTRA.get(method, [])]
     full = obliviate.unlearn(copy.deepcopy(model), forget, method=method, retain=retain, tokenizer=tok,
                              out=tmp_path / "full", overrides=overrides, **extra)
     with pytest.raises(KeyboardInterrupt):
@@ -306,7 +313,8 @@ def test_config_precedence_and_errors(tmp_path):
         TrainConfig(optimizer="sgd").check()
 
 
-@pytest.mark.parametrize("name", ["icu", "kumpr", "graddiff", "kl", "npo", "simnpo", "idkdpo", "llmu"])
+@pytest.mark.parametrize("name", ["icu", "kumpr", "graddiff", "kl", "npo", "simnpo", "idkdpo", "llmu",
+                                  "rmu", "undial", "wga", "satimp", "ceu", "pdu", "altpo"])
 def test_shipped_configs_hold_the_method_defaults(name):
     from obliviate.config import config_to_dict
 

@@ -14,7 +14,8 @@ from obliviate.data.encode import Encoded, collate
 from obliviate.methods import METHODS, get_method
 from obliviate.methods import losses as L
 
-GRADIENT_METHODS = ("icu", "kumpr", "graddiff", "kl", "npo", "simnpo", "idkdpo", "llmu")
+GRADIENT_METHODS = ("icu", "kumpr", "graddiff", "kl", "npo", "simnpo", "idkdpo", "llmu",
+                    "rmu", "undial", "wga", "satimp", "ceu", "pdu", "altpo")
 
 # --------------------------------------------------------------------------- golden loss values
 
@@ -107,6 +108,10 @@ EXTRA = {
     "simnpo": ["train.lr=3e-3"],  # its forget term is weighted by gamma = 0.125
     "idkdpo": ["train.lr=2e-3"],
     "llmu": ["train.batch_size=4", "method_args.mismatch_answers=2"],
+    # the micro model has 2 decoder blocks: steer the last one, train both MLP output projections
+    "rmu": ["train.lr=1e-2", "method_args.layer=1", "method_args.trainable_layers=[0,1]"],
+    "pdu": ["method_args.dual_warmup_epochs=1"],
+    "altpo": ["train.lr=2e-3", "method_args.alternates=2"],
 }
 
 
