@@ -13,8 +13,13 @@ memory of LoRA's adapter-disabled reference vs a frozen copy (issue 7).
 * *bare*: a plain loop over the same pre-collated batches doing only the passes the method
   needs: one forward+backward over every batch part the method receives (forget, retain,
   analogous, alternates) with a cross-entropy, plus one no-grad reference forward and a KL when
-  the method compares against the original model (ICU: on the analogous batch; KL/LLMU: on the
-  retain batch). Cached reference log-probs (NPO, IdkDPO) cost no forward in either.
+  the method compares against the original model (ICU: on the analogous batch; KL/LLMU/RMU: on
+  the retain batch; UNDIAL: on the forget batch). Cached reference log-probs (NPO, IdkDPO, AltPO)
+  cost no forward in either. RMU trains the same parameters in both (on a model shallower than
+  WMDP's block 7, its last block and the two before it).
+
+"reference MiB" = what the engine holds for the original model (a frozen copy's weights, cached
+log-probs); 0 for the methods that need none (WGA, SatImp, CE-U, SimNPO).
 
 "cost" = engine seconds / bare seconds per epoch (goal: ICU <= 1.5x, i.e. no hidden overhead).
 The engine's forward calls per step are counted (hooks on the transformer) and printed next to
@@ -67,7 +72,8 @@ class StepOnlyEngine(Engine):
 
     def _start(self) -> None:
         n = self.n_forget
-        self.state = ckpt.EngineState(active=[True] * n, forgotten_at=[None] * n)
+        self.state = ckpt.EngineState(active=[True] * n, forgotten_at=[None] * n,
+                                      method_state=dict(self.method_cfg.initial_state()))
 
 
 # --------------------------------------------------------------------------- setup
@@ -78,16 +84,24 @@ def build_run(model_spec: str, method: str, batch_size: int, samples: int, extra
     from obliviate.data.encode import PromptTemplate, encode_records
     from obliviate.data.sources import load_data
     from obliviate.engine import mismatch_alternates, refusal_alternates
+    from obliviate.engine.data import fixed_alternates
+    from obliviate.methods.altpo import sample_alternates
     from obliviate.methods.dpo import load_refusals
+    from obliviate.methods.layers import decoder_layers
     from obliviate.models import load_model
     from obliviate.unlearning import build_config
 
+    model, tok = load_model(model_spec, dtype=dtype)
     overrides = [f"train.batch_size={batch_size}", "train.gradient_accumulation_steps=1", "train.scheduler=constant",
                  "refinement.enabled=false", "eval.retain=false", *extra]
     if method == "ulmr":
         overrides.append("method_args.restructured=true")  # its SFT step (the pipeline's training)
+    if method == "rmu":  # WMDP's blocks 5-7 / 7 where the model is deep enough, else its last three / last one
+        depth = len(decoder_layers(model)[1])
+        layer = min(7, depth - 1)
+        overrides += [f"method_args.layer={layer}",
+                      f"method_args.trainable_layers=[{','.join(map(str, range(max(0, layer - 2), layer + 1)))}]"]
     cfg = build_config(method, None, overrides)
-    model, tok = load_model(model_spec, dtype=dtype)
     forget_records = load_data("world:micro:forget")[:samples]
     retain_records = load_data("world:micro:retain")
     template = PromptTemplate(mode="auto")
@@ -101,6 +115,9 @@ def build_run(model_spec: str, method: str, batch_size: int, samples: int, extra
                                              cfg.train.seed)
     elif req.alternates == "retain_completions":
         data.alternates = mismatch_alternates(data.forget, data.retain, req.alternates_per_sample, cfg.train.seed)
+    elif req.alternates == "generated":
+        texts = sample_alternates(model, tok, forget_records, data.forget, cfg.method_args, cfg.train.seed)
+        data.alternates = fixed_alternates(forget_records, data.forget, texts, tok, template, "alt")
     if not req.retain:
         data.retain = None
     return model, tok, get_method(method), cfg, data
@@ -138,7 +155,19 @@ def reference_part(engine: Engine) -> str | None:
     """Which batch the method runs the original model on (None: it needs no reference forward)."""
     if not engine.req.reference_model:
         return None
+    if engine.method.name == "undial":  # distils toward the original on the forget batch itself
+        return "forget"
     return "analogous" if engine.req.analogous else "retain"
+
+
+def reference_bytes(engine: Engine) -> int:
+    """Bytes the engine holds for the original model: a frozen copy's weights and buffers plus the
+    cached log-probs (a LoRA run's reference is the trained module itself: 0 extra)."""
+    model = getattr(engine.ref, "model", None)
+    copy_bytes = 0
+    if model is not None and model is not engine.acc.unwrap_model(engine.prepared):
+        copy_bytes = sum(t.untyped_storage().nbytes() for t in [*model.parameters(), *model.buffers()])
+    return copy_bytes + sum(t.nbytes for t in engine.ref.cache.values())
 
 
 # --------------------------------------------------------------------------- the bare loop
@@ -152,6 +181,10 @@ def bare_setup(original, engine: Engine, lora: bool):
     model = copy.deepcopy(original)
     if lora:
         model = apply_lora(model, train.lora)
+    trainable = engine.method_cfg.trainable_parameters(model)
+    if trainable is not None:  # RMU: the same parameters as the engine trains
+        for name, p in model.named_parameters():
+            p.requires_grad_(name in set(trainable))
     if train.gradient_checkpointing:
         base = model.get_base_model() if lora else model
         if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x's name
@@ -260,7 +293,7 @@ def throughput(args, method: str) -> dict:
             "passes": "+".join(passes) + (f" | ref:{ref_part}" if ref_part else ""),
             "needed_per_step": (len(passes), 1 if ref_part else 0),
             "engine_per_step": (counter.grad / steps, counter.no_grad / steps),
-            "bare_s": min(bare_s), "engine_s": min(engine_s)}
+            "bare_s": min(bare_s), "engine_s": min(engine_s), "reference_bytes": reference_bytes(engine)}
 
 
 def held_bytes(engine: Engine) -> tuple[int, int]:
@@ -394,7 +427,7 @@ def main() -> None:
           f"torch {torch.__version__}")
     print("\nthroughput: engine step vs bare forward/backward loop (same model, batches, optimizer)")
     print(f"{'method':<9} {'passes per step (fwd+bwd | ref fwd)':<38} {'fwd/step need':>13} {'engine':>7} "
-          f"{'bare tok/s':>11} {'engine tok/s':>12} {'cost':>6}")
+          f"{'bare tok/s':>11} {'engine tok/s':>12} {'cost':>6} {'reference MiB':>13}")
     results = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         r = throughput(args, method)
@@ -402,7 +435,13 @@ def main() -> None:
         need, got = r["needed_per_step"], r["engine_per_step"]
         print(f"{r['method']:<9} {r['passes']:<38} {need[0]:>6}+{need[1]:<6} {got[0]:>3g}+{got[1]:<3g} "
               f"{r['tokens'] / r['bare_s']:>11.0f} {r['tokens'] / r['engine_s']:>12.0f} "
-              f"{r['engine_s'] / r['bare_s']:>5.2f}x", flush=True)
+              f"{r['engine_s'] / r['bare_s']:>5.2f}x {mib(r['reference_bytes']):>13}", flush=True)
+    over = [r["method"] for r in results if r["engine_s"] / r["bare_s"] > 1.5]
+    print(f"methods over the 1.5x goal: {', '.join(over) or 'none'}")
+    free = [r["method"] for r in results if r["method"] in ("wga", "satimp", "ceu")]
+    if free:
+        held = {m: next(r["reference_bytes"] for r in results if r["method"] == m) for m in free}
+        print("reference memory of the reference-free methods: " + ", ".join(f"{m} {b} bytes" for m, b in held.items()))
     icu = next((r for r in results if r["method"] == "icu"), None)
     if icu is not None:
         cost = icu["engine_s"] / icu["bare_s"]
