@@ -220,3 +220,28 @@ def test_attacks_need_heldout_records_of_the_same_kind(world):
         run_attacks(target, tok, forget, [], "sample")
     with pytest.raises(ObliviateError, match="one kind"):
         run_attacks(target, tok, forget, [TextRecord("t", "a", "b")], "sample")
+
+
+def test_cli_audit_with_attacks(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from obliviate.cli import app
+
+    runner = CliRunner()
+    base = ["audit", "--model", "world-micro-retain", "--data", "world:micro:forget", "--limit", "6",
+            "--metrics", "ma,el"]
+    refused = runner.invoke(app, [*base, "--attacks", "sample"])
+    assert isinstance(refused.exception, ObliviateError) and "--heldout" in str(refused.exception)
+    out = tmp_path / "audit"
+    res = runner.invoke(app, [*base, "--attacks", "sample,quantize", "--heldout", "world:micro:holdout",
+                              "--samples", "4", "--original", "world-micro-target", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    attacks = {a["attack"]: a for a in summary["meta"]["attacks"]}
+    assert set(attacks) == {"sample", "quantize8", "quantize4"}
+    assert summary["robust/sample/held"] == 1.0  # the exact-retrain model never saw these people
+    assert set(attacks["sample"]["forget"]) == {"leak@1", "leak@4", "leak_rate", "max"}
+    assert attacks["quantize8"]["original"]["ma"] > 0.9 and "recovery" in attacks["quantize8"]
+    assert "robustness" in res.output and "held" in res.output

@@ -24,6 +24,8 @@ from typing import Any
 from obliviate.data.encode import DEFAULT_TEMPLATE, PromptTemplate
 from obliviate.data.records import Record, TextRecord
 from obliviate.errors import ObliviateError
+from obliviate.evaluation.attacks import AttackConfig, AttackResult, parse_attacks, run_attacks
+from obliviate.evaluation.attacks import summary as attack_summary
 from obliviate.evaluation.evaluate import KNOWN as KNOWN_METRICS
 from obliviate.evaluation.evaluate import EvalOptions, evaluate, resolve
 from obliviate.metrics.base import MetricResult
@@ -38,6 +40,7 @@ class AuditResult:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     results: dict[str, MetricResult] = field(default_factory=dict)  # "<kind>/<metric>" -> full result
+    attacks: list[AttackResult] = field(default_factory=list)  # robustness probes, one verdict each
 
 
 def parse_metrics(spec: str | Sequence[str] | None) -> list[str] | None:
@@ -53,7 +56,9 @@ def audit(model, tokenizer, records: Sequence[Record] | str | Path, *, metrics: 
           template: PromptTemplate = DEFAULT_TEMPLATE, thresholds: ForgetThresholds | None = None,
           el_n: int = 10, region: Region = "all", batch_size: int = 32, el_batch_size: int = 64,
           num_beams: int = 1, max_new_tokens: int | None = None, bert_scorer=None,
-          retain_results: str | None = None) -> AuditResult:
+          retain_results: str | None = None, attacks: str | Sequence[str] | None = None,
+          heldout: Any = None, original=None, retain: Any = None,
+          attack_config: AttackConfig | None = None) -> AuditResult:
     """Audit ``records`` (a list or a data spec; see the module docstring for the default metrics per
     record type).
 
@@ -61,6 +66,13 @@ def audit(model, tokenizer, records: Sequence[Record] | str | Path, *, metrics: 
     ``thresholds`` adds the "forgotten" verdict (mean MA and mean EL both below);
     ``retain_results`` (a retain model's saved ``tofu_log.json`` or TOFU ``eval_log_aggregated.json``)
     adds TOFU's forget quality for QA records with perturbed answers.
+
+    ``attacks`` (``"sample,quantize,relearn,prompts,mia"``, ``"cheap"`` or ``"all"``) runs the
+    robustness probes of ``obliviate.evaluation.attacks`` on the records: ``heldout`` records the
+    model never saw give the calibrated level, ``original`` (the model before unlearning) the
+    recovery ratios, ``retain`` the benign relearning data and few-shot examples (each a data
+    spec or records). The verdicts go to ``AuditResult.attacks`` and
+    ``summary["robust/<attack>/held"|"recovery"]``; no text of the records is kept in them.
     """
     from obliviate.data.sources import as_records
 
@@ -68,6 +80,10 @@ def audit(model, tokenizer, records: Sequence[Record] | str | Path, *, metrics: 
     if not records:
         raise ObliviateError("nothing to audit: no records")
     chosen = parse_metrics(metrics)
+    attack_names = parse_attacks(attacks)
+    if attack_names and heldout is None:
+        raise ObliviateError("attacks need held-out records the model never saw (heldout=..., --heldout): "
+                             "they give the calibrated level of every verdict")
     for name in chosen or ():
         if name.startswith("el_"):
             el_n = int(name[3:])
@@ -126,8 +142,15 @@ def audit(model, tokenizer, records: Sequence[Record] | str | Path, *, metrics: 
         results["forget_quality"] = fq
         summary["forget_quality"] = fq.value
         meta["forget_quality"] = {"retain_results": str(retain_results), **fq.details}
+    found: list[AttackResult] = []
+    if attack_names:
+        found = run_attacks(model, tokenizer, records, as_records(heldout), attack_names, original=original,
+                            retain=as_records(retain) if retain is not None else (), config=attack_config,
+                            template=template)
+        summary.update(attack_summary(found))
+        meta["attacks"] = [r.to_dict() for r in found]
     summary["meta"] = meta
-    return AuditResult(rows, summary, results)
+    return AuditResult(rows, summary, results, found)
 
 
 def json_safe(value: Any) -> Any:

@@ -33,6 +33,16 @@ def audit_command(
     bertscore_model: str = typer.Option(None, "--bertscore-model", help="local BERTScore backbone (default "
                                         "all-MiniLM-L6-v2)"),
     bertscore_layers: int = typer.Option(None, "--bertscore-layers", help="backbone layer for BERTScore"),
+    attacks: str = typer.Option(None, "--attacks", help="robustness probes: sample,quantize,relearn,prompts,mia "
+                                "(or cheap = sample,quantize; all); needs --heldout"),
+    heldout: str = typer.Option(None, "--heldout", help="HELDOUT data of the same kind the model never saw: the "
+                                "calibrated level of every attack verdict"),
+    original: str = typer.Option(None, "--original", help="the model before unlearning: recovery ratios of the attacks"),
+    retain: str = typer.Option(None, "--retain", help="retain data: benign relearning and few-shot prompts"),
+    # --limit also caps --heldout and --retain: the same number of records on every side
+    samples: int = typer.Option(32, "--samples", help="samples per prompt of the sampling attack (leak@k)"),
+    relearn_steps: int = typer.Option(20, "--relearn-steps", help="optimizer steps of the relearning attack"),
+    relearn_lr: float = typer.Option(1e-5, "--relearn-lr", help="learning rate of the relearning attack"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
 ) -> None:
@@ -43,6 +53,7 @@ def audit_command(
     from obliviate.data.io import atomic_write_text, write_json
     from obliviate.data.sources import load_data
     from obliviate.errors import ObliviateError
+    from obliviate.evaluation.attacks import AttackConfig, parse_attacks
     from obliviate.metrics.memorization import calibrate_thresholds
     from obliviate.models import load_model
     from obliviate.utils import default_device
@@ -53,6 +64,8 @@ def audit_command(
     for name in parse_metrics(metrics) or ():  # fail on a typo before loading anything
         if name.startswith("el_"):
             el_n = int(name[3:])  # --metrics el_5 wins over --el-n
+    if parse_attacks(attacks) and not heldout:  # fail before loading anything
+        raise ObliviateError("--attacks needs --heldout: records of the same kind the model never saw")
     files = ("per_sample.jsonl", "summary.json", "tofu_log.json")
     if out is not None and not overwrite and any((out / f).exists() for f in files):
         raise ObliviateError(f"{out}: already holds an audit; pass --overwrite to replace it or choose another --out")
@@ -71,9 +84,15 @@ def audit_command(
     if calibrate:
         held = load_data(calibrate)
         thresholds = calibrate_thresholds(net, tok, held, n=el_n, region=region, source=calibrate)  # type: ignore[arg-type]
+    before = load_model(original, dtype=dtype, device=device or default_device())[0] if original else None
+    cfg = AttackConfig(n_samples=samples, ks=(*(k for k in (1, 4, 16) if k < samples), samples),
+                       relearn_steps=relearn_steps, relearn_lr=relearn_lr, el_n=el_n, region=region)  # type: ignore[arg-type]
     result = audit(net, tok, records, metrics=metrics, thresholds=thresholds, el_n=el_n, region=region,  # type: ignore[arg-type]
                    batch_size=batch_size, el_batch_size=el_batch_size, num_beams=num_beams,
-                   max_new_tokens=max_new_tokens, bert_scorer=bert, retain_results=retain_results)
+                   max_new_tokens=max_new_tokens, bert_scorer=bert, retain_results=retain_results,
+                   attacks=attacks,
+                   heldout=load_data(heldout)[:limit] if heldout else None, original=before,
+                   retain=load_data(retain)[:limit] if retain else None, attack_config=cfg)
     meta = result.summary["meta"]
     meta.update({"model": model, "data": data, "dtype": dtype})
     tofu_log = {key: meta.pop(key) for key in list(meta) if key.endswith("tofu_log")}
@@ -86,6 +105,26 @@ def audit_command(
             # The forget split of this file is what --retain-results reads for forget quality.
             write_json(out / "tofu_log.json", {"forget": next(iter(tofu_log.values()))})
     _print_table(console, result.summary, out)
+    if result.attacks:
+        print_attacks(console, result.attacks)
+
+
+def print_attacks(console, results) -> None:
+    """One line per attack: verdict, the numbers behind it, the recovery ratios."""
+    from rich.table import Table
+
+    table = Table(title="robustness: does the forgetting survive? (verdict: the calibrated rule vs held-out records)")
+    for col in ("attack", "verdict", "forget (attacked)", "held-out (attacked)", "recovery"):
+        table.add_column(col)
+    for r in results:
+        style = "green" if r.verdict == "held" else "red"
+        table.add_row(r.attack, f"[{style}]{r.verdict}[/{style}]", _numbers(r.forget), _numbers(r.heldout),
+                      _numbers(r.recovery) or "–")
+    console.print(table)
+
+
+def _numbers(values: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in values.items())
 
 
 def _jsonl(row: dict) -> str:
