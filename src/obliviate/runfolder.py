@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 MARKER = ".obliviate"
 FORMAT_VERSION = 1
-KINDS = ("run", "audit", "eval", "demo", "sweep", "merge", "stream")
-RESUMABLE = ("run", "demo", "sweep", "stream")
+KINDS = ("run", "audit", "eval", "demo", "sweep", "merge", "stream", "tune")
+RESUMABLE = ("run", "demo", "sweep", "stream", "tune")
 MD_SIGNATURE = "<!-- written by obliviate -->"
 # Text near the start by which output files written by obliviate are recognised (safe_output_file).
 SIGNATURES = ('<meta name="generator" content="obliviate', "run,reference,kind,path,", MD_SIGNATURE)

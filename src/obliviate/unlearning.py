@@ -64,6 +64,9 @@ class DataConfig:
     retain: str | None = None
     analogous: str | None = None  # one analogous record per forget record, in the same order
     pool: str | None = None  # candidates from which analogous samples are chosen (ICU)
+    # Held-out records of the same kind as the forget set, never trained on: the indistinguishability
+    # target compares the forget set with them every epoch (stop.rule=indistinguishable stops on it)
+    heldout: str | None = None
     max_forget: int | None = None  # use only the first N forget records
     max_retain: int | None = None
     max_pool: int | None = None
@@ -393,6 +396,7 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
         data.alternates = mismatch_alternates(data.forget, data.retain or [], req.alternates_per_sample, cfg.train.seed)
     if cfg.stop.calibrate_on:
         data.heldout = encode_records(load_data(cfg.stop.calibrate_on), tokenizer, template, max_length=max_len)
+    target = _target(cfg, forget_records, data.forget, tokenizer, template)
 
     writer = _RunWriter(run_dir, data.forget) if run_dir is not None else None
     recorders = []
@@ -402,7 +406,7 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
         recorders.append(TraceRecorder(run_dir, forget_records, data.forget, tokenizer, cfg.report.samples))
     engine = Engine(model, tokenizer, spec, cfg.method_args, data, train=cfg.train, stop=cfg.stop,
                     refinement=cfg.refinement, evaluation=cfg.eval, run_dir=run_dir,
-                    callbacks=[*([writer] if writer else []), *recorders, *callbacks],
+                    callbacks=[*([target] if target else []), *([writer] if writer else []), *recorders, *callbacks],
                     keep_checkpoints=cfg.keep_checkpoints)
     if folder is not None and not resume:
         _start_folder(folder, cfg, analogous_records if req.analogous else None, neighbors)
@@ -415,6 +419,8 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     # Collective: saves model/ (main process) and hashes what was saved; see Engine.export_model.
     exported = engine.export_model(run_dir / "model" if run_dir is not None else None, tokenizer)
     summary = _summary(cfg, engine, time.perf_counter() - started)
+    if target is not None:
+        summary["target"] = target.summary()
     summary.update(weights_sha256=exported.sha256, model_format=exported.format,
                    forget_sha256=modelcard.forget_set_sha256(forget_records))
     if engine.acc.num_processes > 1 or engine.sharded:  # a one-process ZeRO-3 run is sharded too
@@ -458,6 +464,23 @@ def _start_folder(folder: RunFolder, cfg: UnlearnConfig, analogous: list | None,
             folder.write_json("neighbors.json", neighbors)
 
     on_main(start)
+
+
+def _target(cfg: UnlearnConfig, forget_records: list, forget_examples: list, tokenizer: Any, template: Any):
+    """The indistinguishability target (``engine.target``) when held-out data are given: it measures
+    every epoch, and stops the run under ``stop.rule=indistinguishable``."""
+    from obliviate.data.encode import encode_records
+    from obliviate.engine.target import IndistinguishabilityTarget
+
+    if cfg.data.heldout is None:
+        if cfg.stop.rule == "indistinguishable":
+            raise ObliviateError("stop.rule=indistinguishable needs held-out data of the same kind as the forget set "
+                                 "(data.heldout=SPEC, never trained on)")
+        return None
+    heldout = _records(cfg.data.heldout, "held-out", cfg.stop.target.max_heldout)
+    examples = encode_records(heldout, tokenizer, template, max_length=cfg.train.max_length)
+    return IndistinguishabilityTarget(cfg.stop.target, forget_records, heldout, forget_examples, examples, tokenizer,
+                                      template=template, controls=cfg.stop.rule == "indistinguishable")
 
 
 def write_report(run_dir: Path) -> Path | None:

@@ -77,7 +77,8 @@ class Control:
     stop_reason: str | None = None
 
     def stop(self, reason: str) -> None:
-        """Stop after this epoch (from ``stop.min_epochs`` on), recording ``reason`` as the run's stop reason."""
+        """Stop after this epoch (from ``stop.min_epochs`` on), recording ``reason`` as the run's stop reason.
+        Asked at epoch 0 (the original model), the run ends before any update."""
         self.should_stop, self.stop_reason = True, reason
 
 

@@ -85,6 +85,41 @@ class TrainConfig:
         parse_report_to(self.report_to)  # unknown or not installed: a clear error before any work
 
 
+STOP_RULES = ("thresholds", "indistinguishable")
+TARGET_STATISTICS = ("auto", "loss", "mink", "minkpp", "truth_ratio")
+
+
+@dataclass
+class TargetConfig:
+    """``stop.target``: the indistinguishability target (``obliviate.engine.target``). Each
+    evaluation scores the forget set and the held-out data (``data.heldout``, never trained on, of
+    the same kind) under the current model and compares the two samples: MIA AUC and a KS test."""
+
+    statistic: str = "auto"  # auto (truth_ratio for QA with paraphrased + perturbed answers, else loss) | loss | mink | minkpp | truth_ratio
+    k: float = 0.2  # fraction of lowest tokens for mink / minkpp
+    auc_band: float = 0.1  # indistinguishable: |AUC - 0.5| <= auc_band ...
+    ks_alpha: float = 0.05  # ... and KS p-value >= ks_alpha
+    overshoot: float = 0.1  # over-unlearned: AUC < 0.5 - overshoot (the forget set looks *less* seen than never-seen data)
+    per_sample: bool = False  # stop unlearning samples that already score like held-out data (recomputed each epoch)
+    quantile: float = 0.5  # per sample: held-out-like = no more member-like than this quantile of held-out scores
+    before_training: bool = True  # also check the original model: a forget set that already looks never-seen is not touched
+    max_heldout: int | None = None  # use at most this many held-out records (speed)
+    batch_size: int = 32
+
+    def check(self) -> None:
+        if self.statistic not in TARGET_STATISTICS:
+            raise ObliviateError(f"stop.target.statistic must be one of {', '.join(TARGET_STATISTICS)}, "
+                                 f"got {self.statistic!r}")
+        if not 0 < self.k <= 1:
+            raise ObliviateError(f"stop.target.k must be in (0, 1], got {self.k}")
+        if not 0 <= self.auc_band < 0.5 or not 0 <= self.overshoot < 0.5:
+            raise ObliviateError("stop.target.auc_band and stop.target.overshoot must be in [0, 0.5)")
+        if not 0 <= self.ks_alpha < 1:
+            raise ObliviateError(f"stop.target.ks_alpha must be in [0, 1), got {self.ks_alpha}")
+        if not 0 < self.quantile < 1:
+            raise ObliviateError(f"stop.target.quantile must be in (0, 1), got {self.quantile}")
+
+
 @dataclass
 class StopConfig:
     """When to stop. Checked after every epoch, from ``min_epochs`` on (the references always
@@ -98,8 +133,15 @@ class StopConfig:
     max_epochs: int = 20
     min_epochs: int = 1
     when_all_forgotten: bool = True  # stop when refinement has no active sample left
+    # "thresholds": the MA/EL thresholds above (KUMPR, ICU) | "indistinguishable": stop when the forget
+    # set scores like held-out data (data.heldout), or report over-unlearning (stop.target)
+    rule: str = "thresholds"
+    target: TargetConfig = field(default_factory=TargetConfig)
 
     def check(self) -> None:
+        if self.rule not in STOP_RULES:
+            raise ObliviateError(f"stop.rule must be one of {', '.join(STOP_RULES)}, got {self.rule!r}")
+        self.target.check()
         if self.require not in ("all", "any"):
             raise ObliviateError(f"stop.require must be 'all' or 'any', got {self.require!r}")
         if self.average_over not in ("all", "active"):

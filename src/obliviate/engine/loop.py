@@ -337,7 +337,9 @@ class Engine:
         with plain_forward(model):
             state.thresholds, state.thresholds_source = evaluation.thresholds(
                 model, self.data.heldout or [], self.eval_cfg, self.stop_cfg)
-        self._evaluate_epoch(0, {"epoch": 0}, before=True)
+        control = self._evaluate_epoch(0, {"epoch": 0}, before=True)
+        if control.should_stop:  # a callback's verdict on the original model: nothing to unlearn
+            state.stop_reason = state.history[-1]["stop_reason"] = control.stop_reason or "callback"
         self.tracker.log_epoch(state.history[-1], n)
         log.info("before unlearning: %s", _fmt(state.history[-1]))
 
@@ -505,10 +507,9 @@ class Engine:
         el_name = f"el_{self.eval_cfg.el_n}"
         active = state.active if self.stop_cfg.average_over == "active" else None
         stop_means = {k: mean_over(state.last[k], active) for k in ("ma", el_name) if k in state.last}
+        requested = (control.stop_reason or "callback") if control.should_stop else None
         state.stop_reason = stop_reason(epoch, stop_means, state.thresholds, sum(state.active), self.stop_cfg,
-                                        self.refine_cfg.enabled)
-        if state.stop_reason is None and control.should_stop and epoch >= self.stop_cfg.min_epochs:
-            state.stop_reason = control.stop_reason or "callback"
+                                        self.refine_cfg.enabled, requested)
         row.update(active=sum(state.active), time_s=round(time.perf_counter() - started, 2))
         if state.stop_reason:
             row["stop_reason"] = state.stop_reason

@@ -1,8 +1,10 @@
-"""When unlearning stops: the rules of KUMPR and ICU, as one pure function.
+"""When unlearning stops: the rules of KUMPR and ICU, and the indistinguishability target, as one
+pure function.
 
-After each epoch (from ``min_epochs`` on): stop when every configured threshold holds (mean
-EL_n < el_threshold and mean MA < ma_threshold, strict, as both references), when refinement
-has no active sample left, or at ``max_epochs``.
+After each epoch (from ``min_epochs`` on): stop when refinement has no active sample left, when
+a callback asked to stop (the indistinguishability target: ``indistinguishable`` or
+``over_unlearned``), under ``stop.rule=thresholds`` when every configured threshold holds (mean
+EL_n < el_threshold and mean MA < ma_threshold, strict, as both references), or at ``max_epochs``.
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ def thresholds_met(means: Mapping[str, float], thresholds: Mapping[str, float | 
 
 
 def stop_reason(epoch: int, means: Mapping[str, float], thresholds: Mapping[str, float | None], n_active: int,
-                cfg: StopConfig, refinement_on: bool) -> str | None:
-    """Why to stop after ``epoch`` (1-based), or None to go on."""
+                cfg: StopConfig, refinement_on: bool, requested: str | None = None) -> str | None:
+    """Why to stop after ``epoch`` (1-based), or None to go on. ``requested``: a callback's reason."""
     if epoch < cfg.min_epochs:
         return None
     if refinement_on and cfg.when_all_forgotten and n_active == 0:
         return ALL_FORGOTTEN
-    if thresholds_met(means, thresholds, cfg.require):
+    if requested:
+        return requested
+    if cfg.rule == THRESHOLDS and thresholds_met(means, thresholds, cfg.require):
         return THRESHOLDS
     if epoch >= cfg.max_epochs:
         return MAX_EPOCHS

@@ -152,7 +152,7 @@ def _render(**context: Any) -> str:
     context.setdefault("version", obliviate.__version__)
     context.setdefault("created", time.strftime("%Y-%m-%d %H:%M"))
     for key in ("meta", "before_after", "verdict", "figures", "generations", "per_sample", "runs", "config_text",
-                "subtitle"):
+                "subtitle", "table", "table_title", "per_sample_title"):
         context.setdefault(key, None)
     return env.get_template("template.html").render(**context)
 
@@ -184,6 +184,7 @@ def render_run_report(run_dir: str | Path) -> str:
             ("stopped because", summary.get("stop_reason")),
             ("thresholds", _thresholds_text(summary.get("thresholds"), summary.get("thresholds_source"))),
             ("refinement", _refinement_text(summary.get("refinement"))),
+            ("forget vs held-out", _target_text(summary.get("target"))),
             ("ULMR α", (ulmr or {}).get("alpha")),
             ("time", f"{summary.get('seconds')} s" if summary.get("seconds") is not None else None)]
     meta = [(k, v) for k, v in meta if v not in (None, "", "None / None")]
@@ -212,6 +213,7 @@ def render_run_report(run_dir: str | Path) -> str:
         plots.retain_curve(runs) if runs else None,
         plots.loss_curves(history) if history else None,
         plots.refinement_curves(history) if history else None,
+        plots.target_curve(history, summary.get("target")) if history else None,
     ) if f is not None]
 
     generations = _run_generations(run_dir, trace, Markup)
@@ -236,6 +238,14 @@ def _thresholds_text(th: Mapping[str, Any] | None, source: str | None) -> str | 
         return None
     parts = [f"{k} < {v:.4g}" for k, v in th.items() if isinstance(v, int | float)]
     return (" and ".join(parts) or "none") + (f" ({source})" if source else "")
+
+
+def _target_text(target: Mapping[str, Any] | None) -> str | None:
+    if not target or "auc" not in target:
+        return None
+    return (f"{target['verdict']}: AUC {target['auc']:.3f} (band 0.5 ± {target['auc_band']}), KS p "
+            f"{target['ks_p']:.3g} (level {target['ks_alpha']}) on {target['statistic']}, "
+            f"{target['n_forget']} forget vs {target['n_heldout']} held-out samples")
 
 
 def _refinement_text(ref: Mapping[str, Any] | None) -> str | None:

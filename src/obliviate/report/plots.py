@@ -17,7 +17,8 @@ from typing import Any
 
 # Keys of a history row that are evaluation results or bookkeeping, not loss terms.
 NOT_LOSS = ("epoch", "ma", "retain_nll", "retain_ppl", "refine_bertscore_f1", "refine_bleu", "active",
-            "time_s", "steps", "skipped_batches", "lr", "newly_forgotten", "came_back", "stop_reason")
+            "time_s", "steps", "skipped_batches", "lr", "newly_forgotten", "came_back", "stop_reason",
+            "target_auc", "target_ks_p", "target_ks_stat", "target_heldout_like")
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
           "#bcbd22"]
 
@@ -222,3 +223,62 @@ def bar_chart(key: str, values: Mapping[str, float], *, higher_is_better: bool |
     arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[higher_is_better]
     ax.set_title(f"{key}{arrow}", fontsize=9)
     return Figure(f"bar-{key}", key, "", _encode(fig))
+
+
+def target_curve(history: Sequence[Mapping[str, Any]], target: Mapping[str, Any] | None) -> Figure | None:
+    """Forget vs held-out AUC per epoch, with the indistinguishability band (``engine.target``)."""
+    xs, ys = _series(history, "target_auc")
+    if not xs:
+        return None
+    band = float((target or {}).get("auc_band", 0.1))
+    over = float((target or {}).get("overshoot", band))
+    fig, ax = _new()
+    ax.axhspan(0.5 - band, 0.5 + band, color="#2ca02c", alpha=0.15, label="indistinguishable band")
+    ax.axhline(0.5 - over, lw=0.8, ls="--", color="#d62728", label="over-unlearning below")
+    ax.plot(xs, ys, marker="o", ms=3, color=COLORS[0], label="AUC forget vs held-out")
+    px, py = _series(history, "target_ks_p")
+    if px:
+        ax.plot(px, py, marker="s", ms=3, color=COLORS[3], label="KS p-value")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("forget set vs held-out data under the current model", fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
+    return Figure("target", "Forget vs never-seen data", "MIA AUC of telling forget from held-out samples (1 = the "
+                  "forget set is still recognised, 0.5 = indistinguishable, below the band = over-unlearned) and "
+                  "the KS test's p-value, on the statistic named in the overview.", _encode(fig))
+
+
+def pareto_plot(points: Sequence[Mapping[str, Any]], chosen: int | None) -> Figure | None:
+    """Trials of a search: forgetting gap |AUC - 0.5| against utility loss, the Pareto front
+    joined, the chosen trial circled (``recipes.tune``)."""
+    pts = [p for p in points if p.get("state") == "COMPLETE"]
+    if not pts:
+        return None
+    from matplotlib.ticker import AutoLocator
+
+    fig, ax = _new()
+    ax.xaxis.set_major_locator(AutoLocator())  # a continuous axis, not epochs
+    front = sorted(_pareto_front(pts), key=lambda p: p["gap"])
+    ax.scatter([p["gap"] for p in pts], [p["utility_loss"] for p in pts], s=18, color="#7f7f7f", label="trial")
+    ax.plot([p["gap"] for p in front], [p["utility_loss"] for p in front], marker="o", ms=4, color=COLORS[0],
+            label="Pareto front")
+    for p in pts:
+        ax.annotate(str(p["number"]), (p["gap"], p["utility_loss"]), fontsize=6, xytext=(3, 2),
+                    textcoords="offset points")
+    best = [p for p in pts if p["number"] == chosen]
+    if best:
+        ax.scatter([best[0]["gap"]], [best[0]["utility_loss"]], s=120, facecolors="none", edgecolors=COLORS[1],
+                   linewidths=1.5, label="chosen")
+    ax.set_xlabel("forgetting gap |AUC(forget vs held-out) - 0.5|  (0 = looks never-seen)")
+    ax.set_ylabel("utility loss (NLL increase, nats/token)")
+    ax.legend(fontsize=7)
+    return Figure("pareto", "Forgetting vs utility", "Every finished trial; lower-left is better on both. The "
+                  "chosen trial reached the target with the least utility loss (or, if none reached it, came "
+                  "closest).", _encode(fig))
+
+
+def _pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Points no other point beats on both axes (both minimised)."""
+    return [p for p in points if not any(q["gap"] <= p["gap"] and q["utility_loss"] <= p["utility_loss"]
+                                         and (q["gap"], q["utility_loss"]) != (p["gap"], p["utility_loss"])
+                                         for q in points)]
