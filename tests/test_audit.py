@@ -179,3 +179,33 @@ def test_pure_text_records_skip_generation_metrics_by_default(shared_data):
 
     with pytest.raises(DataError, match="no prompt tokens"):
         audit(_gpt2_vocab_model(), tok, records, metrics="bleu_icu")
+
+
+def test_cli_audit_redacts_and_takes_a_run_folder(tmp_path, tiny_model, tiny_tokenizer):
+    from typer.testing import CliRunner
+
+    from obliviate.cli import app
+    from obliviate.data.io import write_records
+    from obliviate.runfolder import RunFolder
+
+    run = RunFolder.create(tmp_path / "run", "run")  # what `obliviate unlearn` leaves: the model in RUN/model
+    tiny_model.save_pretrained(run / "model")
+    tiny_tokenizer.save_pretrained(run / "model")
+    run.write_summary({"method": "graddiff"})
+    write_records(TEXTS, tmp_path / "forget.jsonl")
+    base = ["audit", "--model", str(run.path), "--data", str(tmp_path / "forget.jsonl"), "--metrics",
+            "ma,exact,bleu", "--device", "cpu"]
+    runner = CliRunner()
+    plain = runner.invoke(app, [*base, "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    rows = [json.loads(line) for line in (tmp_path / "plain" / "per_sample.jsonl").read_text().splitlines()]
+    assert isinstance(rows[0]["generation"], str) and not rows[0]["generation"].startswith("<redacted")
+    red = runner.invoke(app, [*base, "--out", str(tmp_path / "red"), "--redact"])
+    assert red.exit_code == 0, red.output
+    rows = [json.loads(line) for line in (tmp_path / "red" / "per_sample.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", "c"] and isinstance(rows[0]["ma"], float)
+    assert all(r["generation"].startswith("<redacted: ") for r in rows)
+    summary = json.loads((tmp_path / "red" / "summary.json").read_text())
+    assert summary["format"] == "obliviate-audit/1"
+    text = "".join(p.read_text() for p in (tmp_path / "red").iterdir() if p.is_file())
+    assert not any(t.target.strip() in text or t.prefix in text for t in TEXTS)

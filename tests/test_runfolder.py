@@ -91,3 +91,18 @@ def test_safe_output_file(tmp_path):
     assert safe_output_file(ours) == ours
     with pytest.raises(ObliviateError, match="is a folder"):
         safe_output_file(tmp_path)
+
+
+def test_redaction_keeps_ids_numbers_and_hashes(tmp_path):
+    from obliviate.protocols.base import EvalResult, read_per_sample, write_eval
+    from obliviate.runfolder import redact
+
+    row = {"id": "p1", "prompt": "Where was Ada born?", "generation": "Ada was born in Lyon.", "ma": 0.5,
+           "generation_before": "Lyon", "sha256": "ab12", "nested": {"reference": ["Lyon", "Paris"]}}
+    out = redact(row)
+    assert (out["id"], out["ma"], out["sha256"]) == ("p1", 0.5, "ab12")
+    assert out["prompt"].startswith("<redacted: 19 chars, sha256 ") and "Lyon" not in json.dumps(out)
+    assert redact({"generation": "x"}) == redact({"generation": "x"}) != redact({"generation": "y"})
+    write_eval(tmp_path / "ev", EvalResult("t", {"forget/ma": 0.5}, rows=[row]), model="m", label="m", redact=True)
+    assert "Lyon" not in (tmp_path / "ev" / "per_sample.jsonl").read_text()
+    assert read_per_sample(tmp_path / "ev")[0]["ma"] == 0.5 and RunFolder.open(tmp_path / "ev").redact

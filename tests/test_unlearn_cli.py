@@ -147,3 +147,38 @@ def test_smollm_kill_and_resume_on_cpu(tmp_path):
           f"{summary['after']['ma']:.3f}")
     assert summary["epochs"] == 2 and summary["optimizer_steps"] == 2 and [r["epoch"] for r in rows] == [0, 1, 2]
     assert (out / "model" / "config.json").is_file()
+
+
+def _texts_left(folder: Path, phrases: list[str]) -> list[str]:
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".html", ".yaml", ".txt", ".md", ".csv"):
+            text = path.read_text(encoding="utf-8")
+            found += [f"{path.name}: {p}" for p in phrases if p in text]
+    return found
+
+
+def test_redact_keeps_no_forget_text_in_the_run_folder(monkeypatch, capsys, tmp_path):
+    from obliviate.data.sources import load_data
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, *MICRO, "--method", "graddiff", "--out", str(out), *FAST,
+                           "stop.max_epochs=1", "--redact")
+    assert code == 0, err
+    forget = load_data("world:micro:forget")[:8]
+    phrases = [r.question for r in forget] + [r.answer for r in forget]
+    assert (out / "report.html").is_file() and (out / "trace.json").is_file()
+    assert _texts_left(out, phrases) == []
+    trace = json.loads((out / "trace.json").read_text())
+    assert trace["samples"][0]["id"] == forget[0].id and trace["samples"][0]["reference"].startswith("<redacted")
+    rows = [json.loads(line) for line in (out / "per_sample.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r.id for r in forget] and isinstance(rows[0]["ma_after"], float)
+    # Later writers into the folder honour it: an evaluation saved in the run, a re-rendered report.
+    from obliviate.runfolder import RunFolder
+
+    assert RunFolder.open(out, "run").redact and "redact: true" in (out / "config.yaml").read_text()
+    # Without --redact the same run keeps the text (the check above can fail).
+    plain = tmp_path / "plain"
+    code, _, err = run_cli(monkeypatch, capsys, *MICRO, "--method", "graddiff", "--out", str(plain), *FAST,
+                           "stop.max_epochs=1")
+    assert code == 0 and _texts_left(plain, phrases)

@@ -18,12 +18,16 @@ Safety rules (why this module exists):
   without it is somebody else's and is refused (without suggesting ``--overwrite``).
 * ``prepare`` writes nothing; ``begin`` (called once every input has been validated) creates the
   folder and only then removes the run it replaces. A failed validation leaves the disk as it was.
+* ``redact=True`` (``--redact``; kept in the marker, so later writers into the folder honour it)
+  replaces every string under a text field (``TEXT_FIELDS``: prompts, references, generations)
+  by its length and a hash prefix in every JSON file written here.
 * ``safe_output_file`` guards single output files (``report --out``, ``compare --csv``): an
   existing file is replaced only when obliviate wrote it, or when the caller says ``overwrite``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +45,11 @@ MARKER = ".obliviate"
 FORMAT_VERSION = 1
 KINDS = ("run", "audit", "eval", "demo", "sweep", "merge", "stream", "tune")
 RESUMABLE = ("run", "demo", "sweep", "stream", "tune")
+# Fields whose strings are text of the data or generated from it: what redaction removes.
+TEXT_FIELDS = frozenset({
+    "prompt", "reference", "generation", "generations", "generation_before", "generation_after", "prefix",
+    "target", "question", "answer", "paraphrased_answer", "paraphrased_question", "perturbed_answers", "text",
+    "completion", "output", "response", "gt", "context", "suffix", "rewritten", "negative", "positive"})
 MD_SIGNATURE = "<!-- written by obliviate -->"
 # Text near the start by which output files written by obliviate are recognised (safe_output_file).
 SIGNATURES = ('<meta name="generator" content="obliviate', "run,reference,kind,path,", MD_SIGNATURE)
@@ -78,17 +87,22 @@ class RunFolder:
     EVALS = "eval"  # RUN/eval/<benchmark>/: evaluations saved inside a run folder
     LOGS = "logs"  # experiment-tracker logs (train.report_to; engine.tracking)
 
-    def __init__(self, path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False):
+    def __init__(self, path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,
+                 redact: bool = False):
         if kind not in KINDS:
             raise ValueError(f"unknown folder kind {kind!r}")
         self.path, self.kind = Path(path), kind
         self.overwrite, self.resume = overwrite, resume
+        # No text of the data (prompts, references, generations) in any file written here; kept in
+        # the marker, so every later writer (eval, report, resume) honours it too.
+        self.redact = redact or (not overwrite and bool(_marker(self.path).get("redact", False)))
         self.started = resume or ((self.path / MARKER).is_file() and not overwrite)
 
     # ------------------------------------------------------------------ creating
 
     @classmethod
-    def prepare(cls, path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False) -> RunFolder:
+    def prepare(cls, path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,
+                redact: bool = False) -> RunFolder:
         """Check that ``path`` may receive a new (or resumed) folder of ``kind``; writes nothing."""
         if resume and overwrite:
             raise ObliviateError("choose either resume or overwrite, not both")
@@ -111,12 +125,13 @@ class RunFolder:
                 raise ObliviateError(f"{path}: already holds an obliviate {found}; pass {how}--overwrite to replace "
                                      "it, or choose another --out")
         check_writable(path)
-        return cls(path, kind, overwrite=overwrite, resume=resume)
+        return cls(path, kind, overwrite=overwrite, resume=resume, redact=redact)
 
     @classmethod
-    def create(cls, path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False) -> RunFolder:
+    def create(cls, path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,
+               redact: bool = False) -> RunFolder:
         """``prepare`` + ``begin``, for writers that have validated their inputs already."""
-        return cls.prepare(path, kind, overwrite=overwrite, resume=resume).begin()
+        return cls.prepare(path, kind, overwrite=overwrite, resume=resume, redact=redact).begin()
 
     @classmethod
     def claim(cls, path: str | Path, kind: str) -> RunFolder:
@@ -144,7 +159,7 @@ class RunFolder:
             log.warning("replacing the obliviate %s in %s (--overwrite)", kind_of(aside) or self.kind, path)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            _write_text(path / MARKER, json.dumps({"format": format_name(self.kind),
+            _write_text(path / MARKER, json.dumps({"format": format_name(self.kind), "redact": self.redact,
                                                    "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
         except OSError as e:
             if aside is not None:  # put the old folder back
@@ -197,12 +212,13 @@ class RunFolder:
         from obliviate.data.io import write_json
 
         self.begin()
-        write_json(self.path / name, obj)
+        write_json(self.path / name, redact(obj) if self.redact else obj)
         return self.path / name
 
     def write_jsonl(self, name: str, rows: Iterable[Any]) -> Path:
         from obliviate.data.io import json_default
 
+        rows = (redact(r) for r in rows) if self.redact else rows
         return self.write_text(name, "".join(json.dumps(r, ensure_ascii=False, default=json_default) + "\n"
                                              for r in rows))
 
@@ -247,6 +263,26 @@ class RunFolder:
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r}, {self.kind!r})"
+
+
+def redact(obj: Any, key: str = "") -> Any:
+    """``obj`` with every string under a text field (``TEXT_FIELDS``, at any depth) replaced by
+    its length and a hash prefix: ids, numbers and hashes stay, the text of the data does not."""
+    if isinstance(obj, dict):
+        return {k: redact(v, str(k) if key not in TEXT_FIELDS else key) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [redact(v, key) for v in obj]
+    if isinstance(obj, str) and (key in TEXT_FIELDS or key.startswith(("generation", "prompt"))):
+        return f"<redacted: {len(obj)} chars, sha256 {hashlib.sha256(obj.encode()).hexdigest()[:12]}>"
+    return obj
+
+
+def _marker(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def kind_of(path: str | Path) -> str | None:
@@ -315,5 +351,5 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
-__all__ = ["KINDS", "MARKER", "MD_SIGNATURE", "RunFolder", "check_writable", "format_name", "kind_of", "parse_format",
+__all__ = ["KINDS", "MARKER", "MD_SIGNATURE", "RunFolder", "check_writable", "format_name", "kind_of", "parse_format", "redact",
            "safe_output_file", "written_by_obliviate"]

@@ -80,6 +80,9 @@ class ReportConfig:
 
     enabled: bool = True
     samples: int = 8  # forget prompts whose greedy continuation is recorded after every epoch (trace.json)
+    # No text of the data (prompts, references, generations) in any file of the run folder: ids,
+    # numbers and hashes only (a deletion request may forbid keeping copies). Also --redact.
+    redact: bool = False
 
 
 @dataclass
@@ -207,7 +210,8 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
             analogous: Any = None, pool: Any = None, out: str | Path | None = None,
             config: str | Path | UnlearnConfig | dict | None = None, overrides: Sequence[str] = (),
             resume: bool = False, overwrite: bool = False, tokenizer: Any = None,
-            callbacks: Sequence[Any] = (), after: str | Path | None = None) -> UnlearnResult:
+            callbacks: Sequence[Any] = (), after: str | Path | None = None,
+            redact: bool | None = None) -> UnlearnResult:
     """Unlearn ``forget`` from ``model`` with ``method`` and return the unlearned model.
 
     ``model``: a model spec (``"smollm2-135m"``, a folder, a .gguf) or a loaded model (then pass
@@ -216,6 +220,7 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
     ``out``: the run folder (None: nothing is written, no checkpoints). ``config``: a YAML file,
     a shipped config name (``"icu"``), a dict or an ``UnlearnConfig``; ``overrides``: dotted
     ``key=value`` strings. ``resume``: continue the run in ``out`` from its last checkpoint.
+    ``redact``: keep no text of the data in the run folder (``report.redact``; see docs/run-folders.md).
     ``after``: a finished run folder to continue (a run folder given as ``model`` means the same);
     the new run records the chain of requests in ``lineage.json`` (``obliviate.lineage``).
     """
@@ -272,6 +277,13 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
         raise ObliviateError("no model given (--model)")
     if cfg.data.forget is None and forget is None:
         raise ObliviateError("no forget set given (--forget)")
+    if redact is not None and not resume:
+        cfg.report.redact = redact
+    if cfg.report.redact and cfg.keep_final_checkpoint:
+        raise ObliviateError("report.redact=true and keep_final_checkpoint=true: checkpoints hold the forget set's "
+                             "per-sample values and generations; keep one or the other")
+    if folder is not None:
+        folder.redact = folder.redact or cfg.report.redact
     # Inputs are checked (the overlap policy may refuse the request) before the run folder is made.
     plan = _plan(cfg, forget, Path(out) if out is not None else None)
     result = _run(cfg, model, tokenizer, plan.records, retain, analogous, pool, folder, resume, callbacks)
@@ -398,7 +410,7 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
         data.heldout = encode_records(load_data(cfg.stop.calibrate_on), tokenizer, template, max_length=max_len)
     target = _target(cfg, forget_records, data.forget, tokenizer, template)
 
-    writer = _RunWriter(run_dir, data.forget) if run_dir is not None else None
+    writer = _RunWriter(folder, data.forget) if folder is not None else None
     recorders = []
     if run_dir is not None and cfg.report.enabled and cfg.report.samples > 0:
         from obliviate.report.trace import TraceRecorder
@@ -566,20 +578,15 @@ def _json_line(line: str) -> dict[str, Any]:
 class _RunWriter(Callback):
     """Keeps metrics.jsonl, per_sample.jsonl and forgotten.json of the run folder current."""
 
-    def __init__(self, run_dir: Path, forget: Sequence[Any]):
-        self.run_dir, self.ids = run_dir, [e.id for e in forget]
+    def __init__(self, folder: RunFolder, forget: Sequence[Any]):
+        self.folder, self.ids = folder, [e.id for e in forget]
 
     def on_checkpoint(self, args: Any, report: Any, control: Any, **kwargs: Any) -> None:
         if report.is_main_process:
             self.write(report)
 
     def write(self, report: Any) -> None:
-        import json
-
-        from obliviate.data.io import atomic_write_text, write_json
-
-        atomic_write_text(self.run_dir / "metrics.jsonl",
-                          "".join(json.dumps(dict(row), default=float) + "\n" for row in report.history))
+        self.folder.write_jsonl(RunFolder.METRICS, (dict(row) for row in report.history))
         rows = []
         for k, sample_id in enumerate(self.ids):
             row: dict[str, Any] = {"id": sample_id}
@@ -592,8 +599,8 @@ class _RunWriter(Callback):
             row.update(active=report.active[k] if report.active else True,
                        forgotten_at=report.forgotten_at[k] if report.forgotten_at else None)
             rows.append(row)
-        atomic_write_text(self.run_dir / "per_sample.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        write_json(self.run_dir / "forgotten.json", {
+        self.folder.write_jsonl(RunFolder.PER_SAMPLE, rows)
+        self.folder.write_json(RunFolder.FORGOTTEN, {
             "epoch": report.epoch,
             "forgotten_at": {sample_id: report.forgotten_at[k] for k, sample_id in enumerate(self.ids)
                              if report.forgotten_at and report.forgotten_at[k] is not None},

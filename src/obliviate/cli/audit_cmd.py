@@ -11,13 +11,17 @@ from obliviate.cli.app import app
 
 @app.command("audit")
 def audit_command(
-    model: str = typer.Option(..., "--model", "-m", help="MODEL: built-in name, local folder, .gguf or hub id"),
+    model: str = typer.Option(..., "--model", "-m", help="MODEL: built-in name, local folder, .gguf, hub id, or a "
+                              "run folder (its model/)"),
     data: str = typer.Option(..., "--data", "-d", help="DATA: a record file or built-in spec (demo:forget, pile:0@DIR)"),
     metrics: str = typer.Option(None, "--metrics", help="comma-separated, e.g. ma,el_10,exact,bleu_icu,bertscore,"
                                 "rougeL_f1,entropy,tofu_prob,rougeL_recall,truth_ratio,loss,bleu "
                                 "(default: by record type)"),
     out_dir: str = typer.Option(None, "--out", "-o", help="folder for per_sample.jsonl and summary.json"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing audit in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the obliviate audit in --out (never a folder "
+                                   "obliviate did not write)"),
+    redact: bool = typer.Option(False, "--redact", help="no text of the data in --out (generations, references): "
+                                "ids, numbers and hashes only"),
     calibrate: str = typer.Option(None, "--calibrate", help="HELDOUT data the model never saw: its mean MA and EL "
                                   "become the 'forgotten' thresholds"),
     el_n: int = typer.Option(10, "--el-n", help="n of EL_n"),
@@ -50,12 +54,12 @@ def audit_command(
     from rich.console import Console
 
     from obliviate.auditing import audit, json_safe, parse_metrics
-    from obliviate.data.io import atomic_write_text, write_json
     from obliviate.data.sources import load_data
     from obliviate.errors import ObliviateError
     from obliviate.evaluation.attacks import AttackConfig, parse_attacks
     from obliviate.metrics.memorization import calibrate_thresholds
     from obliviate.models import load_model
+    from obliviate.runfolder import RunFolder, kind_of
     from obliviate.utils import default_device
 
     out = Path(out_dir) if out_dir else None
@@ -66,15 +70,14 @@ def audit_command(
             el_n = int(name[3:])  # --metrics el_5 wins over --el-n
     if parse_attacks(attacks) and not heldout:  # fail before loading anything
         raise ObliviateError("--attacks needs --heldout: records of the same kind the model never saw")
-    files = ("per_sample.jsonl", "summary.json", "tofu_log.json")
-    if out is not None and not overwrite and any((out / f).exists() for f in files):
-        raise ObliviateError(f"{out}: already holds an audit; pass --overwrite to replace it or choose another --out")
+    folder = RunFolder.prepare(out, "audit", overwrite=overwrite, redact=redact) if out is not None else None
+    model_path = str(Path(model) / RunFolder.MODEL) if kind_of(model) == "run" else model  # as `obliviate eval`
 
     console = Console(stderr=False)
     records = load_data(data)
     if limit is not None:
         records = records[:limit]
-    net, tok = load_model(model, dtype=dtype, device=device or default_device())
+    net, tok = load_model(model_path, dtype=dtype, device=device or default_device())
     bert = None
     if bertscore_model or bertscore_layers:
         from obliviate.metrics.text import get_bert_scorer
@@ -97,13 +100,13 @@ def audit_command(
     meta.update({"model": model, "data": data, "dtype": dtype})
     tofu_log = {key: meta.pop(key) for key in list(meta) if key.endswith("tofu_log")}
 
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "per_sample.jsonl", "".join(_jsonl(json_safe(r)) for r in result.rows))
-        write_json(out / "summary.json", json_safe(result.summary))
+    if folder is not None:
+        folder.begin()
+        folder.write_jsonl(RunFolder.PER_SAMPLE, (json_safe(r) for r in result.rows))
         if tofu_log:
             # The forget split of this file is what --retain-results reads for forget quality.
-            write_json(out / "tofu_log.json", {"forget": next(iter(tofu_log.values()))})
+            folder.write_json("tofu_log.json", {"forget": next(iter(tofu_log.values()))})
+        folder.write_summary(json_safe(result.summary))  # written last: the audit finished
     _print_table(console, result.summary, out)
     if result.attacks:
         print_attacks(console, result.attacks)
@@ -125,12 +128,6 @@ def print_attacks(console, results) -> None:
 
 def _numbers(values: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in values.items())
-
-
-def _jsonl(row: dict) -> str:
-    import json
-
-    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def _print_table(console, summary: dict, out: Path | None) -> None:

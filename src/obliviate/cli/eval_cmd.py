@@ -24,7 +24,10 @@ def eval_command(
     label: Annotated[str | None, typer.Option("--label", help="the row's name in `obliviate compare`")] = None,
     reference: Annotated[bool, typer.Option("--reference", help="mark as a reference row (original / exact retrain): "
                                             "shown in comparisons, not ranked or normalised")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing eval.json in --out")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace the obliviate evaluation in --out (never a "
+                                            "folder obliviate did not write)")] = False,
+    redact: Annotated[bool, typer.Option("--redact", help="no text of the data in --out (prompts, references, "
+                                         "generations); always on inside a redacted run folder")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="evaluate only the first N items of each split")] = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="benchmark data folder (tofu/muse/rwku: the "
                                              "published JSON files; pile-extraction: the benchmark folder)")] = None,
@@ -64,6 +67,7 @@ def eval_command(
     opts = load_config(spec.options, None, list(options or []), base=base)
     if out is None and run_dir is not None:
         out = run_dir / "eval" / benchmark.replace(":", "-").replace(",", "+")
+    redact = redact or (run_dir is not None and RunFolder.open(run_dir, "run").redact)
     if out is not None:
         RunFolder.prepare(out, "eval", overwrite=overwrite)  # fail before the model is loaded
 
@@ -76,7 +80,8 @@ def eval_command(
     result.seconds = time.perf_counter() - started
     name = label or (run_label(run_dir) if run_dir else Path(model).name if Path(model).exists() else model)
     if out is not None:
-        write_eval(out, result, model=model_path, label=name, reference=reference, overwrite=overwrite)
+        write_eval(out, result, model=model_path, label=name, reference=reference, overwrite=overwrite,
+                   redact=redact)
     _print(Console(), result, name, out)
 
 

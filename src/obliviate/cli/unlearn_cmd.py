@@ -25,7 +25,10 @@ def unlearn_command(
     method: Annotated[str | None, typer.Option(help=f"unlearning method: {METHOD_NAMES} (default icu)")] = None,
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML config, or a shipped one by method name (icu, kumpr, ...)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing run in --out")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace the obliviate run in --out (only a folder "
+                                            "obliviate wrote; checked after every input is valid)")] = False,
+    redact: Annotated[bool, typer.Option("--redact", help="keep no text of the data in the run folder: ids, numbers "
+                                         "and hashes only (= report.redact=true)")] = False,
     after: Annotated[str | None, typer.Option("--after", help="continue this finished run's model (a run folder as "
                                               "--model does the same); lineage.json records the chain of requests")] = None,
 ) -> None:
@@ -34,7 +37,7 @@ def unlearn_command(
 
     result = unlearn(model, forget, method=method, retain=retain, analogous=analogous, pool=pool, out=out,
                      config=config, overrides=list(overrides or []), resume=resume, overwrite=overwrite,
-                     after=after)
+                     after=after, redact=True if redact else None)
     from obliviate.engine.distributed import is_main_process
 
     if not is_main_process():  # under `accelerate launch`, one report is enough

@@ -76,12 +76,13 @@ def json_safe(value: Any) -> Any:
 
 
 def write_eval(out: str | Path, result: EvalResult, *, model: str, label: str, reference: bool = False,
-               overwrite: bool = False, directions: Mapping[str, bool | None] | None = None) -> Path:
+               overwrite: bool = False, directions: Mapping[str, bool | None] | None = None,
+               redact: bool = False) -> Path:
     """Write an evaluation folder; an earlier evaluation is replaced only with ``overwrite``, and a
     folder obliviate did not write never (``obliviate.runfolder``)."""
     from obliviate.runfolder import RunFolder
 
-    folder = RunFolder.create(out, "eval", overwrite=overwrite)
+    folder = RunFolder.create(out, "eval", overwrite=overwrite, redact=redact)  # redact: no prompts/generations
     dirs = dict(directions_of(result.metrics))
     dirs.update({k: v for k, v in result.directions.items() if dirs.get(k) is None})
     dirs.update(directions or {})

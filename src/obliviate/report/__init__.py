@@ -216,7 +216,8 @@ def render_run_report(run_dir: str | Path) -> str:
         plots.target_curve(history, summary.get("target")) if history else None,
     ) if f is not None]
 
-    generations = _run_generations(run_dir, trace, Markup)
+    # A redacted run keeps no text to show (its files hold only lengths and hashes of it).
+    generations = None if folder.redact else _run_generations(run_dir, trace, Markup)
     model = model_title(summary.get("model") or (ulmr or {}).get("model"))
     return _render(title=f"obliviate report: {label} on {model}",
                    subtitle=str(run_dir.resolve()), meta=meta, before_after=before_after,
@@ -380,7 +381,8 @@ def _final_generations(row) -> dict[str, tuple[str, str, str]]:
 
 
 def _comparison_generations(table, safe) -> dict[str, Any] | None:
-    per_row = [(r.label, _final_generations(r)) for r in table.rows]
+    per_row = [(r.label, _final_generations(r)) for r in table.rows
+               if r.path is not None and not RunFolder.open(r.path).redact]
     per_row = [(label, g) for label, g in per_row if g]
     if not per_row:
         return None

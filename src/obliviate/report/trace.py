@@ -97,6 +97,6 @@ class TraceRecorder(Callback):
         self.write()
 
     def write(self) -> None:
-        from obliviate.data.io import write_json
+        from obliviate.runfolder import RunFolder
 
-        write_json(self.path, self.data)
+        RunFolder.open(self.path.parent, "run").write_json(TRACE_FILE, self.data)  # redacted where the run is
