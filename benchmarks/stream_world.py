@@ -183,6 +183,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         xs = [0, *(r["after"] for r in steps)]
         line, = left.plot(xs, [base_u, *(r["utility_rougeL_recall"] for r in steps)], marker="o", label=method)
         left.plot([xs[-1]], [res["batch"]["utility_rougeL_recall"]], marker="x", ms=9, color=line.get_color())
+        left.set_xticks(xs)
+        right.set_xticks(xs)
         right.plot(xs, [base_ma, *res["first_set_ma"]], marker="o", color=line.get_color(), label=method)
     left.axhline(results["retrain"]["utility_rougeL_recall"], ls="--", color="grey", label="retrain")
     right.axhline(results["retrain_first_ma"], ls="--", color="grey", label="retrain")
@@ -200,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=4, help="number of deletion requests the forget people form")
     ap.add_argument("--methods", default=",".join(table1.METHODS), help="comma-separated subset of "
                     + ", ".join(table1.METHODS))
+    ap.add_argument("--stop-thresholds", default="origin", choices=("origin", "parent"),
+                    help="stream requests stop at thresholds calibrated on the original model (origin) or on "
+                         "each request's parent (parent: Table I's procedure applied to each request as it is)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra override for every run, e.g. --set refinement.enabled=true")
     args = ap.parse_args(argv)
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         return measure_model(model, tok, sets, kept, heldout, cfg, thresholds)
 
     retrain_values = cached(out / "retrain.json", measure, retrain)
-    results: dict[str, Any] = {"profile": args.profile, "requests": files, "thresholds": thresholds.to_dict(),
+    results: dict[str, Any] = {"profile": args.profile, "requests": files, "stop_thresholds": args.stop_thresholds, "thresholds": thresholds.to_dict(),
                                "original": summarize(original, names), "retrain": summarize(retrain_values, names),
                                "original_first_ma": original["request-1"]["ma"],
                                "retrain_first_ma": retrain_values["request-1"]["ma"], "methods": {}}
@@ -244,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         stream = run_stream(files, model=target, out=out / method / "stream", method=method, retain=retain,
                             pool=retain if method == "icu" else None, overrides=overrides(method, args.profile, args.set),
-                            evaluation=cfg, original_cache=out / "original.json")
+                            evaluation=cfg, original_cache=out / "original.json", stop_thresholds=args.stop_thresholds)
         t_stream = time.perf_counter() - t
         last = [r for r in stream.runs if r is not None][-1]
         curve = chain_curve(last)
@@ -265,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "stream_world.json", results)
     table = markdown(results, len(names))
     thr = thresholds.to_dict()
-    note = (f"\nForgotten = mean MA < {thr['ma']:.3f} and mean EL_10 < {thr['el_10']:.3f} (the original model's means "
-            f"on never-seen people, {cfg.heldout}).\n")
+    note = (f"\nForgotten = mean MA and mean EL_10 no higher than {thr['ma']:.3f} and {thr['el_10']:.3f}, the original "
+            f"model's means on never-seen people ({cfg.heldout}). Stream requests stop at thresholds calibrated on "
+            f"{'the original model' if args.stop_thresholds == 'origin' else 'their parent model'}.\n")
     atomic_write_text(out / "stream_world.md", table + note)
     plot(results, out / "stream_world.png")
     print(table + note)

@@ -166,19 +166,25 @@ def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, m
     out = tmp_path / "stream"
     specs = [str(requests["p0"]), str(requests["p1"]), str(requests["p0_again"])]
     cfg = CumulativeConfig(heldout="world:micro:holdout", retain="world:micro:retain_eval")
+    calibrated = [*FAST, "stop.calibrate_on=world:micro:holdout"]
     result = run_stream(specs, model="world-micro-target", out=out, method="graddiff", retain=RETAIN,
-                        overrides=FAST, evaluation=cfg)
+                        overrides=calibrated, evaluation=cfg)
     assert [r.name if r else None for r in result.runs] == ["request-1", "request-2", None]
     assert "identical to request 1" in result.skipped[3]
     status = json.loads((out / STREAM_FILE).read_text())["status"]
     assert status["3"]["skipped"] and status["2"] == {"run": "request-2"}
     assert (out / "request-2" / "eval" / "cumulative" / "eval.json").is_file()
+    # Request 1 calibrates its stopping thresholds on the original model (the engine's own rule);
+    # request 2 gets exactly those values, not a calibration on its degraded parent.
+    first, second = (json.loads((out / f"request-{k}" / "summary.json").read_text()) for k in (1, 2))
+    assert first["thresholds_source"].startswith("calibrated") and second["thresholds_source"] == "configured"
+    assert second["thresholds"] == first["thresholds"]
     stamp = (out / "request-2" / "summary.json").stat().st_mtime_ns
     # The same stream from the command line: a rerun reuses every run and evaluation.
     code, text, err = cli(monkeypatch, capsys, "stream", "--out", str(out), "--model", "world-micro-target",
                           *(a for spec in specs for a in ("--forget", spec)), "--method", "graddiff",
                           "--retain", RETAIN, "--heldout", "world:micro:holdout",
-                          "--check-retain", "world:micro:retain_eval", *FAST)
+                          "--check-retain", "world:micro:retain_eval", *calibrated)
     assert code == 0, err
     assert "request 3: skipped: " in text and "request-2 MA" in text
     assert (out / "request-2" / "summary.json").stat().st_mtime_ns == stamp
@@ -189,7 +195,7 @@ def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, m
         run_stream(specs, model="world-micro-target", out=foreign, method="graddiff", retain=RETAIN)
     assert (foreign / "todo.txt").read_text() == "mine" and len(list(foreign.iterdir())) == 1
     with pytest.raises(ObliviateError, match="another method"):
-        run_stream(specs, model="world-micro-target", out=out, method="npo", retain=RETAIN, overrides=FAST)
+        run_stream(specs, model="world-micro-target", out=out, method="npo", retain=RETAIN, overrides=calibrated)
     code, text, _ = cli(monkeypatch, capsys, "history", str(out / "request-2"))
     assert code == 0 and "request 2" in text and ("✓" in text or "✗" in text)
 

@@ -30,6 +30,9 @@ def stream_command(
     check_retain: Annotated[str | None, typer.Option("--check-retain", help="retain records the cumulative "
                                                      "evaluation checks (default: none)")] = None,
     utility: Annotated[str | None, typer.Option(help="general-utility records the cumulative evaluation checks")] = None,
+    stop_thresholds: Annotated[str, typer.Option("--stop-thresholds", help="with stop.calibrate_on: calibrate once "
+                                                 "on the original model (origin) or per request on its parent "
+                                                 "(parent)")] = "origin",
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="cumulative evaluation after each "
                                            "request")] = True,
 ) -> None:
@@ -38,7 +41,8 @@ def stream_command(
 
     evaluation = CumulativeConfig(heldout=heldout, retain=check_retain, utility=utility) if evaluate else None
     result = run_stream(forget, model=model, out=out, method=method, retain=retain, pool=pool, config=config,
-                        overrides=list(overrides or []), evaluation=evaluation, overlap=overlap)
+                        overrides=list(overrides or []), evaluation=evaluation, overlap=overlap,
+                        stop_thresholds=stop_thresholds)
     for k, run in enumerate(result.runs, start=1):
         print(f"request {k}: {run if run is not None else 'skipped: ' + result.skipped[k]}")
     done = [r for r in result.runs if r is not None]

@@ -42,6 +42,7 @@ from obliviate.runfolder import RunFolder, format_name, kind_of
 log = logging.getLogger(__name__)
 STREAM_FILE = RunFolder.STREAM
 ORIGINAL_FILE = "original.json"
+THRESHOLDS_FILE = "stop_thresholds.json"
 CUMULATIVE = "cumulative"  # the evaluation's name: RUN/eval/cumulative/
 CACHE_VERSION = 2  # bump when the original model's cached values would change
 SET_MEASURES = ("ma", "el", "tofu_prob", "rougeL_recall")
@@ -262,19 +263,27 @@ class StreamResult:
 def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: str | None = None,
                retain: str | None = None, pool: str | None = None, config: str | None = None,
                overrides: Sequence[str] = (), evaluation: CumulativeConfig | None = None,
-               overlap: str = "skip", original_cache: str | Path | None = None) -> StreamResult:
+               overlap: str = "skip", original_cache: str | Path | None = None,
+               stop_thresholds: str = "origin") -> StreamResult:
     """Unlearn ``requests`` (data specs) one after another from ``model``; see the module docstring.
     ``overrides`` apply to every request (e.g. ICU's refinement, a stopping rule); ``original_cache``
-    (default ``out/original.json``) can be shared by streams that start from the same model."""
+    (default ``out/original.json``) can be shared by streams that start from the same model.
+    ``stop_thresholds``: with ``stop.calibrate_on`` set, ``origin`` (default) calibrates the stopping
+    thresholds once on the original model and gives them to every request; ``parent`` lets each
+    request calibrate on the model it starts from (which earlier requests have already degraded)."""
     import obliviate
 
     out = Path(out)
     if not requests:
         raise ObliviateError("a stream needs at least one request (forget set)")
-    plan = {"format": format_name("stream"), "model": model, "method": method, "requests": list(requests), "retain": retain,
-            "pool": pool, "config": config, "overrides": list(overrides), "overlap": overlap,
-            "evaluation": asdict(evaluation) if evaluation is not None else None}
+    if stop_thresholds not in ("origin", "parent"):
+        raise ObliviateError(f"stop_thresholds must be 'origin' or 'parent', got {stop_thresholds!r}")
+    plan = {"format": format_name("stream"), "model": model, "method": method, "requests": list(requests),
+            "retain": retain, "pool": pool, "config": config, "overrides": list(overrides), "overlap": overlap,
+            "evaluation": asdict(evaluation) if evaluation is not None else None, "stop_thresholds": stop_thresholds}
     folder, status = _stream_folder(out, plan)
+    fixed = origin_stop_overrides(model, method, config, overrides, out / THRESHOLDS_FILE) \
+        if stop_thresholds == "origin" else []
     parent: Path | None = None
     runs: list[Path | None] = []
     skipped: dict[int, str] = {}
@@ -290,7 +299,7 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
             try:
                 obliviate.unlearn(model if parent is None else None, spec, after=parent, method=method,
                                   retain=retain, pool=pool, out=run, config=config,
-                                  overrides=[*overrides, f"lineage.overlap={overlap}"])
+                                  overrides=[*overrides, f"lineage.overlap={overlap}", *(fixed if parent else [])])
             except NothingToUnlearn as e:
                 log.warning("request %d skipped: %s", k, e)
                 skipped[k] = str(e)
@@ -307,6 +316,45 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
     return StreamResult(out, runs, skipped)
 
 
+def origin_stop_overrides(model: str, method: str | None, config: str | None, overrides: Sequence[str],
+                          cache: Path) -> list[str]:
+    """Overrides that give a request the stopping thresholds ``stop.calibrate_on`` yields on the
+    stream's *original* model (measured once, as the engine does, and kept in ``cache``), so that
+    every request stops where never-seen text lies for the original model -- not for a parent that
+    earlier requests have degraded, whose lower held-out means would push each request further."""
+    from obliviate.data.encode import PromptTemplate, encode_records
+    from obliviate.data.io import read_json, write_json
+    from obliviate.data.sources import load_data
+    from obliviate.metrics import memorization_accuracy
+    from obliviate.metrics.memorization import extraction_likelihood_aligned
+    from obliviate.models import load_model
+    from obliviate.unlearning import build_config
+
+    cfg = build_config(method, config, overrides)
+    if not cfg.stop.calibrate_on:
+        return []
+    ev = cfg.eval
+    key = {"model": model, "heldout": cfg.stop.calibrate_on, "el_n": ev.el_n, "ma_region": ev.ma_region,
+           "el_region": ev.el_region, "el": ev.el, "template": cfg.data.template, "max_length": cfg.train.max_length}
+    stored = read_json(cache) if cache.is_file() else {}
+    if stored.get("key") != key:
+        net, tok = load_model(model, dtype=cfg.model_dtype)
+        heldout = encode_records(load_data(cfg.stop.calibrate_on), tok, PromptTemplate(mode=cfg.data.template),  # type: ignore[arg-type]
+                                 max_length=cfg.train.max_length)
+        ma = memorization_accuracy(net, heldout, region=ev.ma_region, batch_size=ev.batch_size).value
+        el = extraction_likelihood_aligned(net, heldout, n=ev.el_n, region=ev.el_region,
+                                           batch_size=ev.el_batch_size) if ev.el else None
+        stored = {"key": key, "ma": ma, "el": el.value if el is not None else None}
+        write_json(cache, stored)
+    # The same nudge as the engine's calibration: its rule is a strict <, "no higher" is meant.
+    out = ["stop.calibrate_on=null"]
+    if cfg.stop.ma_threshold is not None:
+        out.append(f"stop.ma_threshold={math.nextafter(stored['ma'], math.inf)!r}")
+    if cfg.stop.el_threshold is not None and stored["el"] is not None:
+        out.append(f"stop.el_threshold={math.nextafter(stored['el'], math.inf)!r}")
+    return out
+
+
 def _stream_folder(out: Path, plan: dict[str, Any]) -> tuple[RunFolder, dict[str, Any]]:
     """The stream folder (created, or continued) and the status of its requests; refuses a folder
     that holds anything else, or another stream."""
@@ -316,7 +364,8 @@ def _stream_folder(out: Path, plan: dict[str, Any]) -> tuple[RunFolder, dict[str
         return folder, {}
     folder = RunFolder.open(out, "stream")
     stored = folder.read_json(STREAM_FILE) if folder.has(STREAM_FILE) else {**plan, "requests": []}
-    for key in ("model", "method", "overlap", "retain", "pool", "config", "overrides", "evaluation"):
+    for key in ("model", "method", "overlap", "retain", "pool", "config", "overrides", "evaluation",
+                "stop_thresholds"):
         if stored.get(key) != plan[key]:
             raise ObliviateError(f"{out}: holds a stream with another {key} ({stored.get(key)!r}); "
                                  "choose another folder")
@@ -355,6 +404,7 @@ __all__ = [
     "kept_sets",
     "measure_model",
     "measure_set",
+    "origin_stop_overrides",
     "request_records",
     "run_stream",
 ]
