@@ -72,5 +72,9 @@ def test_demo_on_smollm_forgets_the_licences_and_keeps_the_rest(tmp_path):
     assert retain_ma["after"] > retain_ma["before"] - 0.15  # famous passages survive
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert saved["table"] == demo["table"]
-    for name in ("audit_before.json", "audit_after.json", "unlearn/summary.json", "unlearn/model/config.json"):
+    # the cheap attacks ran on the unlearned model and gave one verdict each, whatever it is
+    assert [a["attack"] for a in demo["attacks"]] == ["sample", "quantize8", "quantize4"]
+    assert all(a["verdict"] in ("held", "recovered") and "held-out" in a["rule"] for a in demo["attacks"])
+    for name in ("audit_before.json", "audit_after.json", "attacks.json", "unlearn/summary.json",
+                 "unlearn/model/config.json"):
         assert (tmp_path / "demo" / name).is_file(), name

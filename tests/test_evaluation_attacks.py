@@ -245,3 +245,25 @@ def test_cli_audit_with_attacks(tmp_path):
     assert set(attacks["sample"]["forget"]) == {"leak@1", "leak@4", "leak_rate", "max"}
     assert attacks["quantize8"]["original"]["ma"] > 0.9 and "recovery" in attacks["quantize8"]
     assert "robustness" in res.output and "held" in res.output
+
+
+@pytest.mark.slow
+def test_unlearn_runs_the_attacks_at_the_end(tmp_path, world):
+    import json
+
+    import obliviate
+
+    target, _, tok, forget, _, _ = world
+    common = ["train.lr=1e-3", "train.batch_size=8", "stop.max_epochs=2", "stop.el_threshold=null",
+              "stop.ma_threshold=null", "stop.when_all_forgotten=false", "audit.attacks=sample,quantize",
+              "audit.samples=4"]
+    with pytest.raises(ObliviateError, match="audit.heldout"):
+        obliviate.unlearn(copy.deepcopy(target), forget, method="graddiff", retain=forget, tokenizer=tok,
+                          out=tmp_path / "refused", overrides=["method_args.retain_loss=nll", *common])
+    assert not (tmp_path / "refused").exists()  # refused before anything was written
+    res = obliviate.unlearn("world-micro-target", forget, method="kumpr", out=tmp_path / "run",
+                            overrides=[*common, "audit.heldout=world:micro:holdout"])
+    saved = json.loads((tmp_path / "run" / "attacks.json").read_text())
+    assert [a["attack"] for a in saved] == ["sample", "quantize8", "quantize4"]
+    assert saved[1]["original"]["ma"] > 0.9  # the original model was reloaded for the recovery ratios
+    assert res.summary["robust/quantize8/held"] in (0.0, 1.0) and "robust/quantize8/recovery" in res.summary

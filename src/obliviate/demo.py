@@ -7,7 +7,8 @@ it also knows (they must survive), ``demo:heldout`` text it never saw (it calibr
 ``demo:pool`` the candidates from which ICU picks one analogous sample per forget sample.
 
 The demo folder holds ``audit_before.json`` and ``audit_after.json`` (every split, per record),
-``demo.json`` (the before/after table), and ``unlearn/``: the ``obliviate unlearn`` run
+``demo.json`` (the before/after table), ``attacks.json`` (the cheap robustness attacks on the
+unlearned model: sampling and 8/4-bit quantization, judged against the held-out text), and ``unlearn/``: the ``obliviate unlearn`` run
 (config.yaml, model/, metrics.jsonl, per_sample.jsonl, summary.json, report.html). A killed
 demo continues with ``--resume``.
 """
@@ -51,6 +52,10 @@ class DemoConfig:
         # soon as it leaves the text, long before the notice is no more memorized than unseen text.
         "refinement.rule=paper",
     ])
+    # The cheap attacks at the end: sampling leak@k (n=8 instead of the default 32, to keep the demo
+    # within minutes) and 8/4-bit weight quantization. "" skips them.
+    attacks: str = "sample,quantize"
+    attack_samples: int = 8
 
 
 def _audit_split(model, tokenizer, name: str, el_n: int, bert_scorer) -> dict[str, Any]:
@@ -96,7 +101,28 @@ def build_table(before: dict[str, Any], after: dict[str, Any], el_n: int) -> lis
     return rows
 
 
-def print_table(rows: list[dict[str, Any]], thresholds: dict[str, Any], seconds: float) -> None:
+def _attack(model, tokenizer, cfg: DemoConfig, path: Path) -> list[dict[str, Any]]:
+    """The cheap attacks on the unlearned model, judged against demo:heldout; cached in ``path``."""
+    from obliviate.data.io import read_json, write_json
+    from obliviate.data.sources import load_data
+    from obliviate.evaluation.attacks import AttackConfig, run_attacks
+    from obliviate.models import load_model
+
+    if path.is_file():
+        return read_json(path)
+    log.info("attacking the unlearned model: %s", cfg.attacks)
+    original, _ = load_model(cfg.model)  # the unlearning trained the first copy in place
+    n = cfg.attack_samples
+    attack_cfg = AttackConfig(n_samples=n, el_n=cfg.el_n, region="completion")
+    results = run_attacks(model, tokenizer, load_data(DEMO_SPLITS["forget"]), load_data(DEMO_SPLITS["heldout"]),
+                          cfg.attacks, original=original, config=attack_cfg)
+    found = [r.to_dict() for r in results]
+    write_json(path, found)
+    return found
+
+
+def print_table(rows: list[dict[str, Any]], thresholds: dict[str, Any], seconds: float,
+                attacks: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
     from rich.console import Console
     from rich.table import Table
 
@@ -111,6 +137,17 @@ def print_table(rows: list[dict[str, Any]], thresholds: dict[str, Any], seconds:
     if thresholds:
         shown = ", ".join(f"{k} < {v:.3f}" for k, v in thresholds.items() if isinstance(v, float))
         console.print(f"'forgotten' thresholds (calibrated on held-out text): {shown}")
+    if attacks:
+        robust = Table(title="Does the forgetting survive the cheap attacks? (judged against held-out text)")
+        for col in ("attack", "verdict", "the numbers behind it"):
+            robust.add_column(col)
+        for a in attacks:
+            style = "green" if a["verdict"] == "held" else "red"
+            robust.add_row(a["attack"], f"[{style}]{a['verdict']}[/{style}]", a["rule"])
+        console.print(robust)
+        console.print("held: the forget set is reproduced no more than never-seen text under the attack; "
+                      "recovered: the attack brings it back. sample: n=8 samples per prompt (leak@k); "
+                      "quantize8/4: the unlearned weights rounded to 8/4-bit integers.")
     console.print(f"finished in {seconds / 60:.1f} min")
 
 
@@ -148,17 +185,19 @@ def run_demo(out: str | Path = "runs/demo", *, resume: bool = False, overwrite: 
     log.info("auditing after unlearning")
     after = _audit_all(result.model, tokenizer, cfg.el_n, out / "audit_after.json", scorer)
 
+    attacks = _attack(result.model, tokenizer, cfg, out / "attacks.json") if cfg.attacks else []
     rows = build_table(before, after, cfg.el_n)
     summary = read_json(run / "summary.json")
     seconds = time.perf_counter() - started
     demo = {"model": cfg.model, "method": cfg.method, "el_n": cfg.el_n, "bertscore_backbone": scorer.backbone,
             "table": rows, "thresholds": summary.get("thresholds", {}), "stop_reason": summary.get("stop_reason"),
-            "epochs": summary.get("epochs"), "seconds": round(seconds, 1)}
+            "epochs": summary.get("epochs"), "seconds": round(seconds, 1),
+            "attacks": [{"attack": a["attack"], "verdict": a["verdict"], "rule": a["rule"]} for a in attacks]}
     write_json(out / "demo.json", demo)
     report = run / "report.html"  # written by the unlearning run itself
     if report.is_file():
         demo["report"] = str(report)
-    print_table(rows, demo["thresholds"], seconds)
+    print_table(rows, demo["thresholds"], seconds, attacks)
     log.info("run folder: %s%s", out, f" (open {report})" if "report" in demo else "")
     return demo
 

@@ -85,6 +85,7 @@ class RunFolder:
     STREAM = "stream.json"  # a stream folder's requests and their status (obliviate.recipes.stream)
     EVAL = "eval.json"  # an evaluation folder's summary
     EVALS = "eval"  # RUN/eval/<benchmark>/: evaluations saved inside a run folder
+    ATTACKS = "attacks.json"  # robustness attacks on the unlearned model (audit.attacks; evaluation.attacks)
     LOGS = "logs"  # experiment-tracker logs (train.report_to; engine.tracking)
 
     def __init__(self, path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,

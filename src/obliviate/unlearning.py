@@ -40,6 +40,8 @@ from obliviate.engine import Callback
 from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
 from obliviate.engine.refinement import RefinementConfig
 from obliviate.errors import ObliviateError
+from obliviate.evaluation.attacks import parse_attacks
+from obliviate.evaluation.attacks import summary as attack_summary
 from obliviate.lineage import LineageConfig, Plan, parent_run, plan_request, write_lineage
 from obliviate.methods.base import MethodConfig
 from obliviate.runfolder import RunFolder, format_name
@@ -86,6 +88,17 @@ class ReportConfig:
 
 
 @dataclass
+class AuditConfig:
+    """Robustness attacks on the unlearned model when the run finishes (``obliviate.evaluation.attacks``)."""
+
+    attacks: str = ""  # "" (none) | sample,quantize,relearn,prompts,mia | cheap | all
+    heldout: str | None = None  # never-seen data of the forget set's kind (default: stop.calibrate_on)
+    samples: int = 32  # samples per prompt of the sampling attack (leak@k)
+    relearn_lr: float = 1e-5
+    relearn_steps: int = 20
+
+
+@dataclass
 class UnlearnConfig:
     model: str | None = None  # model spec (built-in name, folder, .gguf, hub id)
     model_dtype: str = "float32"
@@ -97,6 +110,7 @@ class UnlearnConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     method_args: MethodConfig = field(default_factory=MethodConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     lineage: LineageConfig = field(default_factory=LineageConfig)
     keep_checkpoints: int = 1  # newest checkpoints kept while running
     keep_final_checkpoint: bool = False  # keep checkpoints/ once the run has finished
@@ -361,6 +375,9 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     started = time.perf_counter()
     run_dir: Path | None = folder.path if folder is not None else None
     spec = get_method(cfg.method)
+    if parse_attacks(cfg.audit.attacks or None) and not (cfg.audit.heldout or cfg.stop.calibrate_on):
+        raise ObliviateError("audit.attacks needs audit.heldout (or stop.calibrate_on): records of the forget "
+                             "set's kind the model never saw, the calibrated level of every verdict")
     req = cfg.method_args.requirements()
     data_cfg = cfg.data
     if model is None or isinstance(model, str | Path):
@@ -440,6 +457,11 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
                                   "distributed_type": str(engine.acc.distributed_type.value),
                                   "sharded_weights": engine.sharded,
                                   "weights_sha256_per_process": exported.per_process_sha256}
+    if cfg.audit.attacks and engine.acc.is_main_process and exported.model is not None:
+        found = _attacks(cfg, exported.model, tokenizer, forget_records, retain_records, template)
+        summary.update(attack_summary(found))
+        if folder is not None:
+            folder.write_json(RunFolder.ATTACKS, [r.to_dict() for r in found])
     if folder is not None and engine.acc.is_main_process:
         writer.write(engine.report())  # type: ignore[union-attr]
         if (run_dir / "neighbors.json").is_file():
@@ -459,6 +481,26 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     if exported.model is not None:  # None on the other processes of a ZeRO-3/FSDP run
         exported.model.eval()
     return UnlearnResult(exported.model, tokenizer, cfg, summary, result.history, run_dir)
+
+
+def _attacks(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: list, retain: list, template: Any) -> list:
+    """``audit.attacks`` on the unlearned model; the original (``cfg.model``, reloaded: the engine
+    trained the first copy) gives the recovery ratios."""
+    from obliviate.data.sources import load_data
+    from obliviate.evaluation.attacks import AttackConfig, run_attacks
+    from obliviate.models import load_model
+
+    heldout = cfg.audit.heldout or cfg.stop.calibrate_on
+    # A model given in Python has no spec to reload: no recovery ratios then (verdicts still).
+    given = not cfg.model or cfg.model.startswith("<model ")
+    original = None if given else load_model(cfg.model, dtype=cfg.model_dtype)[0]
+    n = cfg.audit.samples
+    attack_cfg = AttackConfig(n_samples=n, relearn_lr=cfg.audit.relearn_lr,
+                              relearn_steps=cfg.audit.relearn_steps, el_n=cfg.eval.el_n, region=cfg.eval.ma_region)
+    log.info("attacking the unlearned model: %s", cfg.audit.attacks)
+    model.eval()
+    return run_attacks(model, tokenizer, forget, load_data(heldout), cfg.audit.attacks, original=original,  # type: ignore[arg-type]
+                       retain=retain, config=attack_cfg, template=template)
 
 
 def _start_folder(folder: RunFolder, cfg: UnlearnConfig, analogous: list | None, neighbors: dict | None) -> None:

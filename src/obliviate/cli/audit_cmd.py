@@ -88,7 +88,7 @@ def audit_command(
         held = load_data(calibrate)
         thresholds = calibrate_thresholds(net, tok, held, n=el_n, region=region, source=calibrate)  # type: ignore[arg-type]
     before = load_model(original, dtype=dtype, device=device or default_device())[0] if original else None
-    cfg = AttackConfig(n_samples=samples, ks=(*(k for k in (1, 4, 16) if k < samples), samples),
+    cfg = AttackConfig(n_samples=samples,
                        relearn_steps=relearn_steps, relearn_lr=relearn_lr, el_n=el_n, region=region)  # type: ignore[arg-type]
     result = audit(net, tok, records, metrics=metrics, thresholds=thresholds, el_n=el_n, region=region,  # type: ignore[arg-type]
                    batch_size=batch_size, el_batch_size=el_batch_size, num_beams=num_beams,

@@ -49,7 +49,8 @@ CHEAP = ("sample", "quantize")
 @dataclass
 class AttackConfig:
     n_samples: int = field(default=32, metadata={"help": "samples per prompt for leak@k"})
-    ks: tuple[int, ...] = field(default=(1, 4, 16, 32), metadata={"help": "k of leak@k (capped at n_samples)"})
+    ks: tuple[int, ...] = field(default=(), metadata={
+        "help": "k of leak@k (capped at n_samples); default: 1, 4, 16 below n_samples, and n_samples"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (Leak-k: 1.0)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling p (Leak-k: 1.0)"})
     qa_leak_threshold: float = field(default=0.8, metadata={
@@ -71,6 +72,10 @@ class AttackConfig:
     region: Region = field(default="all", metadata={"help": "MA/EL positions of text records: all | completion"})
     batch_size: int = field(default=16, metadata={"help": "sequences per forward batch"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling and relearning draws"})
+
+    def leak_ks(self) -> list[int]:
+        ks = self.ks or (*(k for k in (1, 4, 16) if k < self.n_samples), self.n_samples)
+        return sorted({min(k, self.n_samples) for k in ks})
 
 
 @dataclass
@@ -329,7 +334,7 @@ class Suite:
 
 
 def attack_sample(s: Suite) -> list[AttackResult]:
-    ks = sorted({min(k, s.cfg.n_samples) for k in s.cfg.ks})
+    ks = s.cfg.leak_ks()
     f_scores, threshold, what = sample_scores(s.model, s.tokenizer, s.forget, s.cfg, s.template)
     h_scores, _, _ = sample_scores(s.model, s.tokenizer, s.heldout, s.cfg, s.template)
     f, h = _leak(f_scores, threshold, ks), _leak(h_scores, threshold, ks)
