@@ -93,6 +93,50 @@ def evaluate(model_spec: str, out: Path, label: str, *, reference: bool, eval_li
     return out
 
 
+def parse_methods(ap: argparse.ArgumentParser, text: str, allowed: tuple[str, ...]) -> list[str]:
+    """``--methods a,b``: the names, or the parser's error naming the unknown ones."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in allowed]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {allowed}")
+    return methods
+
+
+def references(profile: str, out: Path, eval_limit: int | None) -> float:
+    """Evaluate the original and the exact-retrain model (reused when done); returns the seconds."""
+    target, retrain = model_names(profile)
+    t = time.perf_counter()
+    evaluate(target, out / "original", "original (before)", reference=True, eval_limit=eval_limit)
+    evaluate(retrain, out / "retrain", "retrain (exact)", reference=True, eval_limit=eval_limit)
+    return time.perf_counter() - t
+
+
+def write_tables(out: Path, stem: str, title: str, table, notes: list[str]) -> list[Path]:
+    """``<stem>.md`` (table + notes), ``<stem>.csv`` and the comparison ``report.html``."""
+    from obliviate.compare import to_csv, to_markdown
+    from obliviate.data.io import atomic_write_text
+    from obliviate.report import render_comparison
+
+    bullets = "\n".join(f"- {s}" for s in notes)
+    paths = [out / f"{stem}.md", out / f"{stem}.csv", out / "report.html"]
+    atomic_write_text(paths[0], f"### {title}\n\n{to_markdown(table)}\nSettings:\n\n{bullets}\n")
+    atomic_write_text(paths[1], to_csv(table))
+    atomic_write_text(paths[2], render_comparison(table, title=title))
+    return paths
+
+
+def finish(console, out: Path, stem: str, title: str, table, rows, notes: list[str], timings: dict[str, float]) -> None:
+    """Add each run's epochs / steps / stop reason to the notes, print them and write the tables."""
+    for row in rows:
+        summary = row.info.get("summary") or {}
+        if summary:
+            notes.append(f"{row.label}: {summary.get('epochs')} epochs, {summary.get('optimizer_steps')} steps, "
+                         f"stopped: {summary.get('stop_reason')}, {summary.get('seconds')} s")
+    console.print("\n".join(notes))
+    paths = write_tables(out, stem, title, table, notes)
+    console.print(f"wrote {', '.join(map(str, paths))}; time: {', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}")
+
+
 def run_method(method: str, profile: str, out: Path, *, max_epochs: int | None, extra: list[str]) -> Path:
     """One unlearning run folder: reused when finished, resumed when interrupted."""
     import obliviate
@@ -127,24 +171,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="extra override for every run, e.g. --set refinement.enabled=false")
     args = ap.parse_args(argv)
     out = Path(args.out or f"runs/table1-{args.profile}")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        ap.error(f"unknown method(s) {unknown}; choose from {METHODS}")
+    methods = parse_methods(ap, args.methods, METHODS)
 
     from rich.console import Console
 
-    from obliviate.compare import build_table, load_rows, to_csv, to_markdown, to_rich
-    from obliviate.data.io import atomic_write_text
-    from obliviate.report import render_comparison
+    from obliviate.compare import build_table, load_rows, to_rich
 
     console = Console(width=220)
-    target, retrain = model_names(args.profile)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    evaluate(target, out / "original", "original (before)", reference=True, eval_limit=args.eval_limit)
-    evaluate(retrain, out / "retrain", "retrain (exact)", reference=True, eval_limit=args.eval_limit)
-    timings["references"] = time.perf_counter() - t
+    target, _ = model_names(args.profile)
+    timings = {"references": references(args.profile, out, args.eval_limit)}
     for method in methods:
         t = time.perf_counter()
         console.print(f"[bold]{method}[/bold]: {' '.join(HPARAMS[args.profile][method])}")
@@ -161,18 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     cap = f" stop.max_epochs={args.max_epochs}" if args.max_epochs else ""
     settings = [f"{m}: {' '.join(HPARAMS[args.profile][m])}{'' if m == 'ulmr' else ' ' + stop}{cap}"
                 f"{' ' + ' '.join(args.set) if args.set else ''}" for m in methods]
-    for row in rows:
-        summary = row.info.get("summary") or {}
-        if summary:
-            settings.append(f"{row.label}: {summary.get('epochs')} epochs, {summary.get('optimizer_steps')} steps, "
-                            f"stopped: {summary.get('stop_reason')}, {summary.get('seconds')} s")
-    console.print("\n".join(settings))
-    notes = "\n".join(f"- {s}" for s in settings)
-    atomic_write_text(out / "table1.md", f"### {title}\n\n{to_markdown(table)}\nSettings:\n\n{notes}\n")
-    atomic_write_text(out / "table1.csv", to_csv(table))
-    atomic_write_text(out / "report.html", render_comparison(table, title=title))
-    console.print(f"wrote {out / 'table1.md'}, {out / 'table1.csv'}, {out / 'report.html'}; "
-                  f"time: {', '.join(f'{k} {v:.0f}s' for k, v in timings.items())}")
+    finish(console, out, "table1", title, table, rows, settings, timings)
     return 0
 
 

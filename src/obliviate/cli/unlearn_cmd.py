@@ -48,4 +48,8 @@ def unlearn_command(
     for key, before in s["before"].items():
         after = s["after"].get(key)
         print(f"  {key:<20} {before:10.4f} -> {after:10.4f}" if after is not None else f"  {key:<20} {before:10.4f}")
+    target = s.get("target") or {}
+    if "auc" in target:
+        print(f"  forget vs held-out ({target['statistic']}): AUC {target['auc']:.3f}, KS p {target['ks_p']:.3g} "
+              f"-> {target['verdict']}")
     print(f"model and metrics in {result.run_dir}")
