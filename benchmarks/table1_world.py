@@ -1,5 +1,6 @@
-"""The ICU paper's Table I on the synthetic world: ICU, KUMPR, GradDiff, NPO, SimNPO and ULMR against
-the original model and the exact-retrain model, in one command.
+"""The ICU paper's Table I on the synthetic world: ICU, KUMPR, GradDiff, NPO, SimNPO, ULMR and
+open-unlearning's RMU, UNDIAL, WGA, SatImp, CE-U, PDU and AltPO against the original model and the
+exact-retrain model, in one command.
 
     python benchmarks/table1_world.py --profile full --out runs/table1     # the TOFU-sized world
     python benchmarks/table1_world.py --profile micro --out runs/table1-micro
@@ -34,7 +35,8 @@ from pathlib import Path
 
 os.environ.setdefault("OBLIVIATE_QUIET", "1")
 
-METHODS = ("icu", "kumpr", "graddiff", "npo", "simnpo", "ulmr")
+METHODS = ("icu", "kumpr", "graddiff", "npo", "simnpo", "ulmr", "rmu", "undial", "wga", "satimp", "ceu", "pdu",
+           "altpo")
 # Per method: config overrides for the tiny world models (shared stop rule added in `run_method`).
 HPARAMS: dict[str, dict[str, list[str]]] = {
     "full": {
@@ -44,6 +46,15 @@ HPARAMS: dict[str, dict[str, list[str]]] = {
         "npo": ["train.lr=1e-4", "stop.max_epochs=10", "train.warmup_epochs=0"],
         "simnpo": ["train.lr=1e-4", "stop.max_epochs=10", "train.warmup_epochs=0"],
         "ulmr": ["train.lr=1e-3", "stop.max_epochs=5", "method_args.alpha=0.3"],  # docs/ulmr.md: lr 1e-3, alpha 0.25-0.3
+        # open-unlearning's methods: their own epoch limits; RMU steers the last of the 2 blocks
+        # (WMDP's block 7 needs 8) and trains both MLP output projections.
+        "rmu": ["train.lr=1e-3", "stop.max_epochs=10", "method_args.layer=1", "method_args.trainable_layers=[0,1]"],
+        "undial": ["train.lr=1e-4", "stop.max_epochs=10", "train.warmup_epochs=0"],
+        "wga": ["train.lr=1e-4", "stop.max_epochs=5", "train.warmup_epochs=0"],
+        "satimp": ["train.lr=1e-4", "stop.max_epochs=5", "train.warmup_epochs=0"],
+        "ceu": ["train.lr=1e-4", "stop.max_epochs=10", "train.warmup_epochs=0"],
+        "pdu": ["train.lr=1e-4", "stop.max_epochs=10", "train.warmup_epochs=0"],
+        "altpo": ["train.lr=1e-4", "stop.max_epochs=2", "train.warmup_epochs=0"],
     },
     "micro": {
         "icu": ["train.lr=1e-3", "stop.max_epochs=30"],
@@ -52,6 +63,13 @@ HPARAMS: dict[str, dict[str, list[str]]] = {
         "npo": ["train.lr=1e-3", "stop.max_epochs=10", "train.warmup_epochs=0"],
         "simnpo": ["train.lr=1e-3", "stop.max_epochs=10", "train.warmup_epochs=0"],
         "ulmr": ["train.lr=1e-3", "stop.max_epochs=5", "method_args.alpha=0.3"],
+        "rmu": ["train.lr=1e-2", "stop.max_epochs=10", "method_args.layer=1", "method_args.trainable_layers=[0,1]"],
+        "undial": ["train.lr=1e-3", "stop.max_epochs=10", "train.warmup_epochs=0"],
+        "wga": ["train.lr=1e-3", "stop.max_epochs=5", "train.warmup_epochs=0"],
+        "satimp": ["train.lr=1e-3", "stop.max_epochs=5", "train.warmup_epochs=0"],
+        "ceu": ["train.lr=1e-3", "stop.max_epochs=10", "train.warmup_epochs=0"],
+        "pdu": ["train.lr=1e-3", "stop.max_epochs=10", "train.warmup_epochs=0"],
+        "altpo": ["train.lr=1e-3", "stop.max_epochs=2", "train.warmup_epochs=0"],
     },
 }
 COLUMNS = ["forget/el_10", "forget/ma", "forget/bertscore_f1", "forget/rougeL_recall", "forget/tofu_prob",
