@@ -73,7 +73,7 @@ def test_demo_on_smollm_forgets_the_licences_and_keeps_the_rest(tmp_path):
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert saved["table"] == demo["table"]
     # the cheap attacks ran on the unlearned model and gave one verdict each, whatever it is
-    assert [a["attack"] for a in demo["attacks"]] == ["sample", "quantize8", "quantize4"]
+    assert [a["attack"] for a in demo["attacks"]] == ["none", "sample", "quantize8", "quantize4"]
     assert all(a["verdict"] in ("held", "recovered") and "held-out" in a["rule"] for a in demo["attacks"])
     for name in ("audit_before.json", "audit_after.json", "attacks.json", "unlearn/summary.json",
                  "unlearn/model/config.json"):

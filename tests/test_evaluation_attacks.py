@@ -112,10 +112,11 @@ def world():
 def test_sampling_a_memorizing_model_leaks_and_the_retrain_does_not(world):
     target, retrain, tok, forget, heldout, _ = world
     cfg = AttackConfig(n_samples=8, ks=(1, 8))
-    leaked = run_attacks(target, tok, forget, heldout, "sample", config=cfg)[0]
+    baseline, leaked = run_attacks(target, tok, forget, heldout, "sample", config=cfg)
+    assert baseline.attack == "none" and baseline.verdict == "recovered"  # the target never forgot anything
     assert leaked.forget["leak@8"] > 0.9 and leaked.heldout["leak@8"] < 0.2
     assert leaked.verdict == "recovered" and "leak@8" in leaked.rule
-    clean = run_attacks(retrain, tok, forget, heldout, "sample", config=cfg, original=target)[0]
+    clean = run_attacks(retrain, tok, forget, heldout, "sample", config=cfg, original=target)[1]
     assert clean.forget["leak@8"] < 0.2 and clean.verdict == "held"
     assert clean.original["leak@8"] > 0.9  # the same samples from the original model leak
 
@@ -170,7 +171,8 @@ def test_relearning_half_the_forget_set_restores_the_other_half(world):
     cfg = AttackConfig(relearn_lr=3e-4, relearn_steps=12)
     before = measure(unlearned, tok, {"forget": forget[1::2], "heldout": heldout}, cfg)
     assert calibrated_verdict(before["forget"], before["heldout"])[0] == "held"  # forgotten by the ascent
-    res = run_attacks(unlearned, tok, forget, heldout, "relearn", original=target, config=cfg)[0]
+    baseline, res = run_attacks(unlearned, tok, forget, heldout, "relearn", original=target, config=cfg)
+    assert baseline.attack == "none" and baseline.verdict == "held"
     assert res.attack == "relearn_half" and res.verdict == "recovered"
     assert res.forget["ma"] > res.unlearned["ma"] + 0.15 and res.recovery["ma"] > 0.25
     assert res.details["trained_on"].startswith("4 forget records")
@@ -209,9 +211,9 @@ def test_suite_on_gpt2_bpe_with_unicode_records(shared_data):
     heldout = [TextRecord("h1", "Müller's café opens", " at 7:30 on weekdays – closed on Sundays ☕."),
                TextRecord("h2", "Le numéro de Zoé", " est le 06 55 55 01 99, après 18 h.")]
     res = run_attacks(model, tok, forget, heldout, "sample,prompts,mia", config=AttackConfig(n_samples=4, el_n=3))
-    assert [r.attack for r in res] == ["sample", "prompt_shortened_prefix", "prompt_shifted_prefix", "mia"]
+    assert [r.attack for r in res] == ["none", "sample", "prompt_shortened_prefix", "prompt_shifted_prefix", "mia"]
     assert all(r.verdict in ("held", "recovered") and r.rule for r in res)
-    assert res[0].details["threshold"] == 0.5 and set(res[0].forget) == {"leak@1", "leak@4", "leak_rate", "max"}
+    assert res[1].details["threshold"] == 0.5 and set(res[1].forget) == {"leak@1", "leak@4", "leak_rate", "max"}
 
 
 def test_attacks_need_heldout_records_of_the_same_kind(world):
@@ -240,7 +242,7 @@ def test_cli_audit_with_attacks(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     attacks = {a["attack"]: a for a in summary["meta"]["attacks"]}
-    assert set(attacks) == {"sample", "quantize8", "quantize4"}
+    assert set(attacks) == {"none", "sample", "quantize8", "quantize4"}
     assert summary["robust/sample/held"] == 1.0  # the exact-retrain model never saw these people
     assert set(attacks["sample"]["forget"]) == {"leak@1", "leak@4", "leak_rate", "max"}
     assert attacks["quantize8"]["original"]["ma"] > 0.9 and "recovery" in attacks["quantize8"]
@@ -264,6 +266,9 @@ def test_unlearn_runs_the_attacks_at_the_end(tmp_path, world):
     res = obliviate.unlearn("world-micro-target", forget, method="kumpr", out=tmp_path / "run",
                             overrides=[*common, "audit.heldout=world:micro:holdout"])
     saved = json.loads((tmp_path / "run" / "attacks.json").read_text())
-    assert [a["attack"] for a in saved] == ["sample", "quantize8", "quantize4"]
-    assert saved[1]["original"]["ma"] > 0.9  # the original model was reloaded for the recovery ratios
-    assert res.summary["robust/quantize8/held"] in (0.0, 1.0) and "robust/quantize8/recovery" in res.summary
+    assert [a["attack"] for a in saved] == ["none", "sample", "quantize8", "quantize4"]
+    assert saved[2]["original"]["ma"] > 0.9  # the original model was reloaded for the recovery ratios
+    assert res.summary["robust/quantize8/held"] == (1.0 if saved[2]["verdict"] == "held" else 0.0)
+    assert "robust/quantize8/recovery" in res.summary
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "Robustness: does the forgetting survive" in report and "quantize4" in report

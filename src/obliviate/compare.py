@@ -101,6 +101,8 @@ def rows_from_run(run_dir: Path, *, before: bool = False) -> list[Row]:
     for key, value in (summary.get("after") or {}).items():
         if key.startswith(RUN_KEYS) and isinstance(value, int | float):
             metrics[f"run/{key}"] = float(value)
+    # Robustness attacks of the run (audit.attacks): robust/<attack>/held (1/0, up) and recovery.
+    metrics.update({k: float(v) for k, v in summary.items() if k.startswith("robust/") and isinstance(v, int | float)})
     benchmarks = []
     for folder in run_evals(run_dir):
         ev = row_from_eval(folder)

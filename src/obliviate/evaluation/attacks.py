@@ -333,6 +333,14 @@ class Suite:
                             probe.details)
 
 
+def no_attack(s: Suite) -> AttackResult:
+    """The unlearned model as it is, judged by the same rule: the baseline every attack is read against
+    (an attack can only "recover" what was held to begin with)."""
+    res = s.result("none", Probe(s.model, s.forget, s.heldout, {"what": "no attack"}), ("all",))
+    res.recovery = {}
+    return res
+
+
 def attack_sample(s: Suite) -> list[AttackResult]:
     ks = s.cfg.leak_ks()
     f_scores, threshold, what = sample_scores(s.model, s.tokenizer, s.forget, s.cfg, s.template)
@@ -458,7 +466,7 @@ def run_attacks(model, tokenizer, forget: Sequence[Record], heldout: Sequence[Re
     if len(kinds) > 1:
         raise ObliviateError("forget and held-out records must be of one kind (all text or all QA)")
     suite = Suite(model, tokenizer, forget, heldout, config or AttackConfig(), original, list(retain), template)
-    out: list[AttackResult] = []
+    out: list[AttackResult] = [no_attack(suite)] if names else []
     for name in names:
         out += PROBES[name](suite)
     return out

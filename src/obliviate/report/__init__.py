@@ -216,15 +216,31 @@ def render_run_report(run_dir: str | Path) -> str:
         plots.target_curve(history, summary.get("target")) if history else None,
     ) if f is not None]
 
+    attacks = folder.read_json(RunFolder.ATTACKS) if folder.has(RunFolder.ATTACKS) else []
+    chart = plots.robustness_chart(attacks) if attacks else None
     # A redacted run keeps no text to show (its files hold only lengths and hashes of it).
     generations = None if folder.redact else _run_generations(run_dir, trace, Markup)
     model = model_title(summary.get("model") or (ulmr or {}).get("model"))
     return _render(title=f"obliviate report: {label} on {model}",
                    subtitle=str(run_dir.resolve()), meta=meta, before_after=before_after,
-                   verdict=_verdict(summary), table=_table_context(table) if table.columns else None,
+                   verdict=_verdict(summary), robustness=_robustness(attacks), robustness_chart=chart, table=_table_context(table) if table.columns else None,
                    table_title="Comparison table (original model vs this run, with every saved evaluation)",
                    figures=figures, generations=generations, per_sample=_per_sample(run_dir),
                    config_text=(run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else None)
+
+
+def _robustness(attacks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per attack and measure: original / unlearned / attacked, the calibrated level, recovery."""
+    rows = []
+    for a in attacks:
+        for n, (key, value) in enumerate(a.get("forget", {}).items()):
+            rows.append({"attack": a["attack"] if n == 0 else "", "verdict": a["verdict"] if n == 0 else "",
+                         "css": ("good" if a["verdict"] == "held" else "bad") if n == 0 else "", "measure": key,
+                         "original": fmt((a.get("original") or {}).get(key)),
+                         "unlearned": fmt((a.get("unlearned") or {}).get(key)), "attacked": fmt(value),
+                         "level": fmt(a.get("heldout", {}).get(key)),
+                         "recovery": fmt((a.get("recovery") or {}).get(key))})
+    return rows
 
 
 def model_title(spec: Any) -> str:

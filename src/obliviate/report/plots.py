@@ -282,3 +282,29 @@ def _pareto_front(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
     return [p for p in points if not any(q["gap"] <= p["gap"] and q["utility_loss"] <= p["utility_loss"]
                                          and (q["gap"], q["utility_loss"]) != (p["gap"], p["utility_loss"])
                                          for q in points)]
+
+
+def robustness_chart(attacks: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Per attack and measure: original, unlearned and attacked values on the forget set, the
+    calibrated level (the attacked model on held-out records) drawn as a black tick."""
+    bars = [(a["attack"], key, a) for a in attacks for key in a.get("forget", {})
+            if key in a.get("heldout", {}) and not key.startswith("leak_rate")]
+    if not bars:
+        return None
+    plt = _pyplot()
+    fig, ax = _new(width=max(6.4, 0.75 * len(bars) + 1.5), height=3.6)
+    for i, (_, key, a) in enumerate(bars):
+        for j, (what, color) in enumerate((("original", COLORS[1]), ("unlearned", COLORS[0]), ("forget", COLORS[2]))):
+            value = (a.get(what) or {}).get(key)
+            if value is not None:
+                ax.bar(i + (j - 1) * 0.27, value, width=0.25, color=color,
+                       label={"forget": "attacked"}.get(what, what) if i == 0 else None)
+        ax.plot([i - 0.42, i + 0.42], [a["heldout"][key]] * 2, color="black", lw=1.5,
+                label="held-out level (calibrated)" if i == 0 else None)
+    ax.set_xticks(range(len(bars)), [f"{name}\n{key}" for name, key, _ in bars], fontsize=7)
+    ax.set_title("robustness: forget set under each attack (lower than the black tick = held)", fontsize=9)
+    ax.legend(fontsize=7)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    return Figure("robustness", "Robustness attacks", "Original, unlearned and attacked values of each measure on "
+                  "the forget set; the black tick is the attacked model's value on held-out records, the calibrated "
+                  "level of the verdict.", _encode(fig))
