@@ -259,7 +259,7 @@ def test_unlearn_runs_the_attacks_at_the_end(tmp_path, world):
     common = ["train.lr=1e-3", "train.batch_size=8", "stop.max_epochs=2", "stop.el_threshold=null",
               "stop.ma_threshold=null", "stop.when_all_forgotten=false", "audit.attacks=sample,quantize",
               "audit.samples=4"]
-    with pytest.raises(ObliviateError, match="audit.heldout"):
+    with pytest.raises(ObliviateError, match=r"audit\.heldout"):
         obliviate.unlearn(copy.deepcopy(target), forget, method="graddiff", retain=forget, tokenizer=tok,
                           out=tmp_path / "refused", overrides=["method_args.retain_loss=nll", *common])
     assert not (tmp_path / "refused").exists()  # refused before anything was written
