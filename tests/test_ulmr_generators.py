@@ -139,8 +139,9 @@ def test_openai_generator_against_a_real_loopback_server(tiny_model, tiny_tokeni
 
         # the key really comes from the named environment variable
         monkeypatch.setenv("ULMR_TEST_KEY", "wrong")
-        with pytest.raises(ObliviateError, match=r"authentication failed.*\$ULMR_TEST_KEY"):
+        with pytest.raises(ObliviateError, match=r"authentication failed.*\$ULMR_TEST_KEY") as info:
             build_generator(cfg).complete(["x"], seed=0, sample=False)
+        assert "invalid api key" not in str(info.value)  # the server's response body is not echoed
         monkeypatch.setenv("ULMR_TEST_KEY", "sk-local-test")
         with pytest.raises(ObliviateError, match="HTTP 404"):
             OpenAIGenerator(server.base_url, "no-such-model", api_key_env="ULMR_TEST_KEY").complete(
@@ -170,3 +171,25 @@ def test_build_generator_errors_and_config_fields():
         build_generator(GeneratorConfig(kind="openai"))
     assert isinstance(build_generator(GeneratorConfig()), TemplateGenerator)
     assert json.dumps(TemplateGenerator().describe())  # serialisable for the cache meta
+
+
+def test_credentials_in_the_base_url_are_never_shown_or_saved(tmp_path):
+    from obliviate.ulmr.generators import generator_config_key, strip_credentials
+    from obliviate.ulmr.restructure import RestructureConfig, prepare_restructured
+
+    url = "http://alice:s3cret-PASS@127.0.0.1:9/v1"
+    assert strip_credentials(url) == "http://127.0.0.1:9/v1"
+    assert strip_credentials("http://127.0.0.1:9/v1") == "http://127.0.0.1:9/v1"
+    gen = OpenAIGenerator(url, "tiny-chat", timeout_s=2)
+    assert "s3cret" not in gen.name and "s3cret" not in json.dumps(gen.describe())
+    cfg = GeneratorConfig(kind="openai", base_url=url, model="tiny-chat", timeout_s=2)
+    assert "s3cret" not in json.dumps(generator_config_key(cfg))
+    with pytest.raises(ObliviateError, match="cannot reach") as info:  # nothing listens on port 9
+        gen.complete(["x"], seed=0, sample=False)
+    assert "s3cret" not in str(info.value) and "alice" not in str(info.value)
+    from obliviate.data.records import QARecord
+
+    forget = [QARecord(id="q0", question=QUESTIONS[0], answer="secret")]
+    with pytest.raises(ObliviateError):
+        prepare_restructured(tmp_path, forget, RestructureConfig(generator=cfg))
+    assert not any("s3cret" in p.read_text() for p in tmp_path.rglob("*") if p.is_file())

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from obliviate.errors import DataError, ObliviateError
 from obliviate.ulmr.prompts import fill, prompt_name
@@ -360,7 +361,9 @@ class OpenAIGenerator(PromptedGenerator):
         if not base_url or not model:
             raise ObliviateError("the openai generator needs a base URL and a model name "
                                  "(--base-url http://host:port/v1 --gen-model NAME)")
-        self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
+        # The URL as given reaches the server; only its credential-free form is shown or written.
+        self._url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
+        self.base_url = strip_credentials(self._url)
         self.name = f"openai:{model}@{self.base_url}"
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.concurrency, self.timeout_s = max(1, concurrency), timeout_s
@@ -375,7 +378,7 @@ class OpenAIGenerator(PromptedGenerator):
                 raise ObliviateError("the openai generator needs the openai package: pip install openai") from e
             # Local servers (vLLM, llama.cpp) accept any key, but the client insists on one.
             key = os.environ.get(self.api_key_env) or "not-needed"
-            self._client = OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=2)
+            self._client = OpenAI(base_url=self._url, api_key=key, timeout=self.timeout_s, max_retries=2)
         return self._client
 
     def _one(self, prompt: str, seed: int, sample: bool) -> str:
@@ -386,13 +389,14 @@ class OpenAIGenerator(PromptedGenerator):
                 model=self.model, messages=[{"role": "user", "content": prompt}],
                 max_tokens=self.max_new_tokens, temperature=self.temperature if sample else 0.0,
                 top_p=self.top_p if sample else 1.0, seed=seed)
+        # The server's response body is never echoed: it may repeat the key or the request.
         except openai.AuthenticationError as e:
-            raise ObliviateError(f"{self.base_url}: authentication failed; put the API key in ${self.api_key_env} "
-                                 f"({e.message})") from None
-        except openai.APIConnectionError as e:
-            raise ObliviateError(f"{self.base_url}: cannot reach the OpenAI-compatible endpoint ({e})") from None
+            raise ObliviateError(f"{self.base_url}: authentication failed (HTTP {e.status_code}); put the API key "
+                                 f"in ${self.api_key_env}") from None
+        except openai.APIConnectionError:
+            raise ObliviateError(f"{self.base_url}: cannot reach the OpenAI-compatible endpoint") from None
         except openai.APIStatusError as e:
-            raise ObliviateError(f"{self.base_url}: the endpoint answered HTTP {e.status_code}: {e.message}") from None
+            raise ObliviateError(f"{self.base_url}: the endpoint answered HTTP {e.status_code}") from None
         if not resp.choices:
             return ""
         return resp.choices[0].message.content or ""
@@ -444,4 +448,14 @@ def generator_config_key(cfg: GeneratorConfig) -> dict[str, Any]:
     key = asdict(cfg)
     for irrelevant in ("batch_size", "concurrency", "timeout_s", "api_key_env"):
         key.pop(irrelevant)
+    if key.get("base_url"):
+        key["base_url"] = strip_credentials(key["base_url"])  # the key is written to restructured.meta.json
     return key
+
+
+def strip_credentials(url: str) -> str:
+    """``http://user:PASS@host:8000/v1`` -> ``http://host:8000/v1``: the form that may be logged or saved."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
