@@ -121,3 +121,22 @@ def test_unknown_profile_or_model_is_a_one_line_error():
         build_world_model("huge", "target", Path("/nonexistent"))
     with pytest.raises(ObliviateError, match="choose target or retain"):
         build_world_model("micro", "everyone", Path("/nonexistent"))
+
+
+class _Planted:
+    """Stands for any object a tampered checkpoint could smuggle in (its unpickling would run code)."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_training_checkpoints_load_safely(tmp_path, capsys):
+    from obliviate.world.recipe import load_checkpoint
+
+    good = {"key": {"profile": "micro"}, "model": {"w": torch.ones(2)}, "state": {"step": 3, "losses": [0.5]}}
+    torch.save(good, tmp_path / "good.pt")
+    assert load_checkpoint(tmp_path / "good.pt")["state"]["step"] == 3
+    torch.save({**good, "extra": _Planted()}, tmp_path / "planted.pt")
+    assert load_checkpoint(tmp_path / "planted.pt") is None  # refused, training restarts
+    assert "code ran" not in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "missing.pt") is None

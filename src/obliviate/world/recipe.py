@@ -253,14 +253,13 @@ def train_world_model(profile: str, which: str, out_dir: Path, *, checkpoint_dir
     state = {"step": 0, "losses": [], "seconds": 0.0}
     ckpt = checkpoint_dir / f"{which}.pt" if checkpoint_dir is not None else None
     key = {"profile": profile, "which": which, "version": world_version(profile), "recipe": asdict(recipe)}
-    if ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, weights_only=False)
-        if saved["key"] == key:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            state = saved["state"]
-            log.info("world-%s-%s: resuming at step %d/%d", profile, which, state["step"], recipe.steps)
+    saved = load_checkpoint(ckpt) if ckpt is not None else None
+    if saved is not None and saved["key"] == key:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = saved["state"]
+        log.info("world-%s-%s: resuming at step %d/%d", profile, which, state["step"], recipe.steps)
 
     start, t0 = state["step"], time.perf_counter()
     desc = f"training world {profile}/{which}"
@@ -309,6 +308,19 @@ def train_world_model(profile: str, which: str, out_dir: Path, *, checkpoint_dir
     if ckpt is not None:
         ckpt.unlink(missing_ok=True)
     return summary
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """A training checkpoint, read with torch's safe loader (tensors and plain containers only: a
+    planted pickle cannot run code); None when missing or not loadable that way (then training restarts)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception as e:  # UnpicklingError for anything beyond tensors/containers, or a corrupt file
+        log.warning("%s: ignoring the checkpoint (%s); training from the start", path, type(e).__name__)
+        return None
+    return saved if isinstance(saved, dict) and "key" in saved else None
 
 
 def _save_checkpoint(path: Path, key: dict, model, optimizer, scheduler, state: dict) -> None:
