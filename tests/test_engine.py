@@ -331,3 +331,32 @@ def test_mixed_precision_bf16_and_bf16_reference(micro):
                                        "train.reference_dtype=bfloat16"])
     row = res.history[1]
     assert row["steps"] > 0 and torch.isfinite(torch.tensor(row["loss"])) and row["el_10"] <= 1.0
+
+
+def test_resume_checks_the_forget_file_counts_every_segment_and_writes_the_report(micro, tmp_path):
+    from obliviate.data.io import write_records
+
+    model, tok, forget, retain = micro
+    write_records(forget[:8], tmp_path / "forget.jsonl")
+    write_records(retain[8:16], tmp_path / "analogous.jsonl")  # ICU with a given analogous set (no MiniLM)
+    out = tmp_path / "icu"
+    kw = dict(tokenizer=tok, out=out)
+    with pytest.raises(KeyboardInterrupt):
+        obliviate.unlearn(copy.deepcopy(model), str(tmp_path / "forget.jsonl"), method="icu",
+                          analogous=str(tmp_path / "analogous.jsonl"), callbacks=[KillAfter(1)],
+                          overrides=[*FAST, "stop.max_epochs=2", "refinement.enabled=false"], **kw)
+    first_segment = json.loads((out / "progress.json").read_text())["seconds"]
+    assert first_segment > 0
+    write_records(forget[:7], tmp_path / "forget.jsonl")  # the user edits the forget file
+    with pytest.raises(ObliviateError, match=r"forget set differs .*8 records then, 7 now"):
+        obliviate.unlearn(copy.deepcopy(model), resume=True, **kw)
+    changed = [forget[0].__class__(**{**forget[0].__dict__, "answer": "edited"}), *forget[1:8]]
+    write_records(changed, tmp_path / "forget.jsonl")
+    with pytest.raises(ObliviateError, match=f"record '{forget[0].id}' differs"):
+        obliviate.unlearn(copy.deepcopy(model), resume=True, **kw)
+    write_records(forget[:8], tmp_path / "forget.jsonl")
+    done = obliviate.unlearn(copy.deepcopy(model), resume=True, **kw)
+    assert done.summary["seconds"] >= first_segment  # not only the last segment
+    (out / "report.html").unlink()  # as if killed after summary.json, before the report
+    obliviate.unlearn(copy.deepcopy(model), resume=True, **kw)
+    assert (out / "report.html").is_file()

@@ -75,6 +75,7 @@ class RunFolder:
     METRICS = "metrics.jsonl"
     PER_SAMPLE = "per_sample.jsonl"
     FORGOTTEN = "forgotten.json"
+    PROGRESS = "progress.json"  # epoch and seconds at the last checkpoint (what --resume adds to)
     TRACE = "trace.json"
     REPORT = "report.html"
     MODEL = "model"

@@ -42,7 +42,7 @@ from obliviate.engine.refinement import RefinementConfig
 from obliviate.errors import ObliviateError
 from obliviate.evaluation.attacks import parse_attacks
 from obliviate.evaluation.attacks import summary as attack_summary
-from obliviate.lineage import LineageConfig, Plan, parent_run, plan_request, write_lineage
+from obliviate.lineage import LineageConfig, Plan, parent_run, plan_request, record_hash, write_lineage
 from obliviate.methods.base import MethodConfig
 from obliviate.runfolder import RunFolder, format_name
 
@@ -387,6 +387,12 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     # In-Python record lists win over the stored spec (their spec is only a description).
     forget_records = _records(forget if forget is not None and not isinstance(forget, str | Path)
                               else data_cfg.forget, "forget", data_cfg.max_forget)
+    hashes = [record_hash(r) for r in forget_records]
+    previous_seconds = 0.0
+    if resume and folder is not None:  # before anything that pairs samples (ICU's analogous set) can fail on it
+        _check_same_forget(folder, forget_records, hashes, data_cfg.forget)
+        previous_seconds = float((folder.read_json(RunFolder.PROGRESS) if folder.has(RunFolder.PROGRESS)
+                                  else {}).get("seconds", 0.0))
     retain_records: list = []
     if req.retain or (cfg.eval.retain and (retain is not None or data_cfg.retain)):
         if retain is None and data_cfg.retain is None:
@@ -427,7 +433,7 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
         data.heldout = encode_records(load_data(cfg.stop.calibrate_on), tokenizer, template, max_length=max_len)
     target = _target(cfg, forget_records, data.forget, tokenizer, template)
 
-    writer = _RunWriter(folder, data.forget) if folder is not None else None
+    writer = _RunWriter(folder, data.forget, hashes, started, previous_seconds) if folder is not None else None
     recorders = []
     if run_dir is not None and cfg.report.enabled and cfg.report.samples > 0:
         from obliviate.report.trace import TraceRecorder
@@ -447,7 +453,8 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     result = engine.run()
     # Collective: saves model/ (main process) and hashes what was saved; see Engine.export_model.
     exported = engine.export_model(run_dir / "model" if run_dir is not None else None, tokenizer)
-    summary = _summary(cfg, engine, time.perf_counter() - started)
+    # Every segment of a resumed run counts (up to its last checkpoint), not only the last one.
+    summary = _summary(cfg, engine, previous_seconds + time.perf_counter() - started)
     if target is not None:
         summary["target"] = target.summary()
     summary.update(weights_sha256=exported.sha256, model_format=exported.format,
@@ -600,12 +607,30 @@ def _summary(cfg: UnlearnConfig, engine: Any, seconds: float) -> dict[str, Any]:
     }
 
 
+def _check_same_forget(folder: RunFolder, records: Sequence[Any], hashes: Sequence[str], spec: Any) -> None:
+    """A resumed run must unlearn the records it started with: per_sample.jsonl keeps their ids and
+    content hashes (written at the first checkpoint)."""
+    stored = folder.read_jsonl(RunFolder.PER_SAMPLE)
+    if not stored:
+        return
+    now = [(r.id, h) for r, h in zip(records, hashes)]
+    then = [(row.get("id"), row.get("sha256", h)) for row, (_, h) in zip(stored, now)]
+    if len(stored) != len(now) or then != now:
+        changed = next((i for (i, h), (j, g) in zip(then, now) if i != j or h != g), None)
+        what = (f"{len(stored)} records then, {len(now)} now" if len(stored) != len(now)
+                else f"record {changed!r} differs")
+        raise ObliviateError(f"{spec}: the forget set differs from the one this run started with ({what}); a resumed "
+                             "run keeps its data: restore the file or start a new run")
+
+
 def _finished(cfg: UnlearnConfig, run_dir: Path) -> UnlearnResult:
     """``resume`` on a finished run: nothing to do; load what it produced."""
     from obliviate.data.io import read_json
     from obliviate.models import load_model
 
     log.info("%s already finished; loading its model", run_dir)
+    if cfg.report.enabled and not (run_dir / RunFolder.REPORT).is_file():
+        write_report(run_dir)  # killed after summary.json, before the report was written
     model, tokenizer = load_model(run_dir / "model")
     history = [_json_line(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return UnlearnResult(model, tokenizer, cfg, read_json(run_dir / SUMMARY_FILE), history, run_dir)
@@ -620,18 +645,23 @@ def _json_line(line: str) -> dict[str, Any]:
 class _RunWriter(Callback):
     """Keeps metrics.jsonl, per_sample.jsonl and forgotten.json of the run folder current."""
 
-    def __init__(self, folder: RunFolder, forget: Sequence[Any]):
-        self.folder, self.ids = folder, [e.id for e in forget]
+    def __init__(self, folder: RunFolder, forget: Sequence[Any], hashes: Sequence[str], started: float,
+                 previous_seconds: float = 0.0):
+        self.folder, self.ids, self.hashes = folder, [e.id for e in forget], list(hashes)
+        self.started, self.previous_seconds = started, previous_seconds
 
     def on_checkpoint(self, args: Any, report: Any, control: Any, **kwargs: Any) -> None:
         if report.is_main_process:
             self.write(report)
+            # Time spent so far, read back by --resume so the summary counts every segment.
+            self.folder.write_json(RunFolder.PROGRESS, {
+                "epoch": report.epoch, "seconds": round(self.previous_seconds + time.perf_counter() - self.started, 1)})
 
     def write(self, report: Any) -> None:
         self.folder.write_jsonl(RunFolder.METRICS, (dict(row) for row in report.history))
         rows = []
         for k, sample_id in enumerate(self.ids):
-            row: dict[str, Any] = {"id": sample_id}
+            row: dict[str, Any] = {"id": sample_id, "sha256": self.hashes[k]}
             for key, values in report.before.items():
                 if key != "id" and isinstance(values, tuple) and len(values) == len(self.ids):
                     row[f"{key}_before"] = values[k]
