@@ -78,3 +78,23 @@ def test_tracking_needs_a_run_folder():
     with pytest.raises(ObliviateError, match=r"report_to=tensorboard needs a run folder"):
         obliviate.unlearn("world-micro-target", "world:micro:forget", method="graddiff", retain="world:micro:retain",
                           overrides=[*FAST, "train.report_to=tensorboard"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlflow") is None or importlib.util.find_spec("wandb") is None,
+                    reason="wandb and mlflow are optional extras (pip install 'obliviate[wandb,mlflow]')")
+def test_wandb_offline_and_mlflow_local(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file:{tmp_path / 'mlruns'}")
+    out = tmp_path / "run"
+    obliviate.unlearn("world-micro-target", "world:micro:forget", method="graddiff", retain="world:micro:retain",
+                      out=out, overrides=[*FAST, "train.report_to=wandb,mlflow"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    client = mlflow.MlflowClient(tracking_uri=f"file:{tmp_path / 'mlruns'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("obliviate").experiment_id])
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "epoch/ma")}
+    assert history == {r["epoch"]: pytest.approx(r["ma"], rel=1e-6) for r in rows}
+    assert run.data.params["train.report_to"] == "wandb,mlflow"
+    assert list((out / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B's offline run, in the run folder

@@ -238,7 +238,7 @@ class Engine:
             total = per_epoch * self.stop_cfg.max_epochs
             self.scheduler = acc.prepare(get_linear_schedule_with_warmup(
                 self.optimizer.optimizer, round(per_epoch * train.warmup_epochs), total))
-        self.tracker = tracking.RunTracker(acc, self._tracked_config(), self.run_dir.name if self.run_dir else None)
+        self.tracker = tracking.RunTracker(acc, self._tracked_config(), self.run_dir)
         if self.use_lora:  # checkpoints hold the adapters only: the base weights never change
             acc.register_save_state_pre_hook(_adapter_weights_only)
         latest = ckpt.latest_checkpoint(self.run_dir) if resume and self.run_dir is not None else None

@@ -10,8 +10,9 @@ makes the engine's ``Accelerator`` log, on the main process only:
 * at the end ``final/before/<metric>`` and ``final/after/<metric>`` (step = last epoch) and a text
   ``summary``: the model card's tables of measurements and verdicts (robustness ones when the run has them).
 
-TensorBoard event files go to ``RUN/logs/obliviate/``; W&B and MLflow keep their own stores (run
-W&B offline with ``WANDB_MODE=offline``; MLflow writes a local ``RUN/logs`` file store).
+TensorBoard event files go to ``RUN/logs/obliviate/``, W&B's run files to ``RUN/logs/wandb/`` (offline
+with ``WANDB_MODE=offline``; ``wandb sync`` uploads them later); MLflow logs where
+``MLFLOW_TRACKING_URI`` points (a server, or a local ``sqlite:///mlflow.db``), as MLflow always does.
 """
 
 from __future__ import annotations
@@ -74,11 +75,14 @@ def numbers(row: Mapping[str, Any], prefix: str) -> dict[str, float]:
 class RunTracker:
     """Logs one run to the Accelerator's trackers; a no-op when ``train.report_to`` is none."""
 
-    def __init__(self, acc: Any, config: Mapping[str, Any], run_name: str | None = None):
+    def __init__(self, acc: Any, config: Mapping[str, Any], run_dir: Path | None = None):
         self.acc = acc
         self.enabled = bool(getattr(acc, "log_with", None))
-        if self.enabled:
-            init = {"wandb": {"name": run_name}} if run_name else {}
+        if self.enabled and run_dir is not None:
+            logs = Path(run_dir) / RunFolder.LOGS
+            if acc.is_main_process:
+                logs.mkdir(parents=True, exist_ok=True)
+            init = {"wandb": {"name": Path(run_dir).name, "dir": str(logs)}}
             acc.init_trackers(PROJECT, config=flat_config(config), init_kwargs=init)
 
     def log_step(self, step: int, logs: Mapping[str, float]) -> None:
