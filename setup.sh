@@ -18,7 +18,7 @@ pipi() { "${PIP[@]}" install "$@" 2>&1 | { grep -v "is ignored" || true; }; }
 pipi -U pip
 # shellcheck disable=SC2086  # OBLIVIATE_TORCH may hold several words (a spec and pip options)
 pipi $TORCH ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
-.venv/bin/python -c "import torch; print(f'torch=={torch.__version__}')" > .venv/constraints.txt
+.venv/bin/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > .venv/constraints.txt
 extra=""
 [ "${1:-}" = "--dev" ] && extra="[dev]"
 PIP_CONSTRAINT=.venv/constraints.txt pipi -e ".$extra"
