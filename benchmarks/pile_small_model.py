@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OBLIVIATE_QUIET", "1")
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pile-extraction"
+DATA = Path(os.environ.get("OBLIVIATE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "pile-extraction"
 
 
 def train_memorizer(data: Path, out: Path, *, set_: int, rows: int, steps: int, seed: int = 0) -> Path:
@@ -71,7 +71,7 @@ def obliviate(*args: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/pile-small")
-    ap.add_argument("--data", default=str(DATA), help="the pile-extraction folder (default ../shared/data/...)")
+    ap.add_argument("--data", default=str(DATA), help="the pile-extraction folder (see docs/benchmarks.md, Data files)")
     ap.add_argument("--set", type=int, default=0, help="forget set 0-4")
     ap.add_argument("--rows", type=int, default=4, help="rows the small model memorizes")
     ap.add_argument("--eval-rows", type=int, default=8, help="rows evaluated (the first --rows are memorized)")

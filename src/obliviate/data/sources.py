@@ -7,7 +7,7 @@
 * ``demo:<split>``: the built-in demo sets shipped with the package (``obliviate/builtin/demo``)
 * ``world:<profile>:<split>``: the synthetic world (``obliviate.world``), e.g. ``world:full:forget``
 * ``pile:<set>[@<folder>]``: a pile-extraction forget set (0-4) from the benchmark folder
-  (default ``$OBLIVIATE_PILE_DIR``), e.g. ``pile:0@../shared/data/pile-extraction``
+  (default ``$OBLIVIATE_PILE_DIR``), e.g. ``pile:0@data/pile-extraction`` (where to get it: docs/benchmarks.md)
 
 ``obliviate data list`` prints the built-in names. In Python, ``as_records`` also takes a
 ``datasets.Dataset`` or a list of records. Field names map the same way in every form (``data.io``).
@@ -98,7 +98,3 @@ def as_records(data: Any) -> list[Record]:
     if hf.is_dataset(data):
         return hf.records_from_dataset(data)
     return list(data)
-
-
-def describe_sources() -> str:
-    return "\n".join(f"  {p + ':':<8} {h}" for p, (_, h) in _SOURCES.items())

@@ -23,7 +23,6 @@ from obliviate.errors import DataError
 from obliviate.guardrails import OutputFilter
 
 SPLITS = ("forget", "retain", "world_facts", "real_authors")
-GENERATED = "rougeL_recall"  # the only number an output filter can change
 TEACHER_FORCED = ("tofu_prob", "tofu_prob_options", "truth_ratio")
 
 

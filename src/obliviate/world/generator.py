@@ -111,7 +111,6 @@ SECTORS: tuple[Sector, ...] = (
 OCCUPATIONS = tuple(o for s in SECTORS for o in s.occupations)
 EMPLOYERS = tuple(e for s in SECTORS for e in s.employers)
 DEGREES = tuple(d for s in SECTORS for d in s.degrees)
-EMPLOYER_SECTOR = {e: s for s in SECTORS for e in s.employers}
 # Headquarters: the city in the employer's name, else a fixed rule (employer i -> city 5i+2 mod 48).
 EMPLOYER_HQ = {e: next((c for c in CITIES if c in e), CITIES[(5 * i + 2) % len(CITIES)])
                for i, e in enumerate(EMPLOYERS)}

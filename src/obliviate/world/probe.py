@@ -70,15 +70,6 @@ def answer_token_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
     return correct / total
 
 
-def majority_baseline(records: Sequence[QARecord]) -> float:
-    """Recall of always answering each attribute's most common value among ``records``: the
-    floor a model that never saw these people can reach by guessing well."""
-    by_attribute: dict[str, list[str]] = {}
-    for r in records:
-        by_attribute.setdefault(str(r.meta["attribute"]), []).append(str(r.meta["value"]))
-    return sum(max(v.count(x) for x in v) for v in by_attribute.values()) / len(records)
-
-
 @dataclass(frozen=True)
 class Knowledge:
     """What one model knows about one split."""
