@@ -32,7 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from obliviate.data.records import QARecord, Record
+from obliviate.data.sources import load_data
 from obliviate.errors import DataError, ObliviateError
 from obliviate.runfolder import RunFolder, kind_of
 
@@ -147,10 +150,6 @@ def read_lineage(run_dir: str | Path) -> Lineage:
 
 
 def _rebuilt(run_dir: Path) -> Lineage:
-    import yaml
-
-    from obliviate.data.sources import load_data
-
     config = run_dir / RunFolder.CONFIG
     if not config.is_file():
         raise ObliviateError(f"{run_dir}: not a run folder of `obliviate unlearn` (no {LINEAGE_FILE}, no config.yaml)")

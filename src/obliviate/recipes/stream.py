@@ -34,10 +34,24 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from obliviate.auditing import audit
+from obliviate.data.encode import PromptTemplate, encode_records
+from obliviate.data.io import read_json, write_json
 from obliviate.data.records import Record
+from obliviate.data.sources import load_data
 from obliviate.errors import DataError, ObliviateError
 from obliviate.lineage import NothingToUnlearn, Request, is_run_folder, read_lineage, record_hash, set_hash
+from obliviate.metrics import memorization_accuracy
+from obliviate.metrics.memorization import (
+    ForgetThresholds,
+    calibrate_thresholds,
+    extraction_likelihood_aligned,
+)
+from obliviate.metrics.mia import mia_auc, mia_scores
+from obliviate.models import load_model
+from obliviate.protocols.base import EVAL_FILE, EvalResult, read_eval, write_eval
 from obliviate.runfolder import RunFolder, format_name, kind_of
+from obliviate.unlearning import build_config, unlearn
 
 log = logging.getLogger(__name__)
 STREAM_FILE = RunFolder.STREAM
@@ -78,8 +92,6 @@ def measure_set(model: Any, tokenizer: Any, records: Sequence[Record], cfg: Cumu
                 ) -> dict[str, Any]:
     """Means of ``measures`` over ``records`` (answer / target tokens), the verdict of ``thresholds``
     and, with ``heldout_scores``, the Min-K% AUC of the set against never-seen records."""
-    from obliviate.auditing import audit
-
     names = [f"el_{cfg.el_n}" if m == "el" else m for m in measures]
     result = audit(model, tokenizer, list(records), metrics=names, region="completion", el_n=cfg.el_n,
                    batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
@@ -89,16 +101,11 @@ def measure_set(model: Any, tokenizer: Any, records: Sequence[Record], cfg: Cumu
     if thresholds is not None and out.get("ma") is not None and out.get(f"el_{cfg.el_n}") is not None:
         out["forgotten"] = bool(thresholds.forgotten(out["ma"], out[f"el_{cfg.el_n}"]))
     if heldout_scores:
-        from obliviate.metrics.mia import mia_auc
-
         out["mia_auc"] = mia_auc(_mink(model, tokenizer, records, cfg), heldout_scores, high_means_member=False).value
     return out
 
 
 def _mink(model: Any, tokenizer: Any, records: Sequence[Record], cfg: CumulativeConfig) -> list[float]:
-    from obliviate.data.encode import encode_records
-    from obliviate.metrics.mia import mia_scores
-
     scores = mia_scores(model, encode_records(list(records), tokenizer), attacks=("mink",), k=cfg.mink_k,
                         region="completion", batch_size=cfg.batch_size)
     return scores[f"mia_mink_{round(cfg.mink_k * 100)}"].per_sample
@@ -120,8 +127,6 @@ def measure_model(model: Any, tokenizer: Any, sets: dict[str, list[Record]], kep
 def request_records(request: Request, number: int) -> list[Record]:
     """The records request ``number`` asked to unlearn, re-read from its data spec and checked
     against the hash its run recorded."""
-    from obliviate.data.sources import load_data
-
     if not request.forget or request.forget.startswith("<"):
         raise ObliviateError(f"request {number} ({request.run}): its forget set was given in Python; "
                              "the cumulative evaluation re-reads every request's forget set from its data spec")
@@ -134,8 +139,6 @@ def request_records(request: Request, number: int) -> list[Record]:
 
 
 def kept_sets(cfg: CumulativeConfig) -> tuple[dict[str, list[Record]], list[Record]]:
-    from obliviate.data.sources import load_data
-
     kept = {name: load_data(spec)[: cfg.max_retain] for name, spec in (("retain", cfg.retain),
                                                                        ("utility", cfg.utility)) if spec}
     return kept, load_data(cfg.heldout) if cfg.heldout else []
@@ -156,9 +159,6 @@ def original_values(origin: str, sets: dict[str, list[Record]], kept: dict[str, 
                     heldout: list[Record], cfg: CumulativeConfig, cache: Path | None) -> tuple[dict, Any]:
     """The original model's values on every set, and its calibrated thresholds; ``cache`` (a JSON
     file) keeps them by set hash so that a stream measures the original model once per set."""
-    from obliviate.data.io import read_json, write_json
-    from obliviate.metrics.memorization import calibrate_thresholds
-
     stored = read_json(cache) if cache is not None and cache.is_file() else {}
     if stored.get("origin") != origin or stored.get("settings") != _settings_key(cfg):
         stored = {"origin": origin, "settings": _settings_key(cfg), "values": {}, "thresholds": None}
@@ -167,8 +167,6 @@ def original_values(origin: str, sets: dict[str, list[Record]], kept: dict[str, 
     missing_kept = {n: r for n, r in kept.items() if keys[n] not in stored["values"]}
     need_thresholds = bool(heldout) and stored["thresholds"] is None
     if missing_sets or missing_kept or need_thresholds:
-        from obliviate.models import load_model
-
         model, tok = load_model(origin)
         if need_thresholds:
             thr = calibrate_thresholds(model, tok, heldout, n=cfg.el_n, region="completion",
@@ -187,8 +185,6 @@ def original_values(origin: str, sets: dict[str, list[Record]], kept: dict[str, 
 
 
 def _thresholds(doc: dict | None, cfg: CumulativeConfig) -> Any:
-    from obliviate.metrics.memorization import ForgetThresholds
-
     if not doc:
         return None
     return ForgetThresholds(ma=doc["ma"], el=doc[f"el_{cfg.el_n}"], n=cfg.el_n, region="completion",
@@ -199,9 +195,6 @@ def evaluate_cumulative(run_dir: str | Path, cfg: CumulativeConfig, *, original_
                         overwrite: bool = False) -> Path:
     """After the last request of ``run_dir``'s chain: every request's forget set, retain and
     utility, on this run's model and on the original; written to ``run_dir/eval/cumulative``."""
-    from obliviate.models import load_model
-    from obliviate.protocols.base import EVAL_FILE, write_eval
-
     run_dir = Path(run_dir)
     if not is_run_folder(run_dir):
         raise ObliviateError(f"{run_dir}: not a finished run folder of `obliviate unlearn` (summary.json, model/)")
@@ -225,8 +218,6 @@ def evaluate_cumulative(run_dir: str | Path, cfg: CumulativeConfig, *, original_
 
 def _result(now: dict, original: dict, requests: Sequence[Request], thresholds: Any,
             cfg: CumulativeConfig) -> Any:
-    from obliviate.protocols.base import EvalResult
-
     metrics: dict[str, float] = {}
     directions: dict[str, bool | None] = {}
     for key, values in now.items():
@@ -271,8 +262,6 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
     ``stop_thresholds``: with ``stop.calibrate_on`` set, ``origin`` (default) calibrates the stopping
     thresholds once on the original model and gives them to every request; ``parent`` lets each
     request calibrate on the model it starts from (which earlier requests have already degraded)."""
-    import obliviate
-
     out = Path(out)
     if not requests:
         raise ObliviateError("a stream needs at least one request (forget set)")
@@ -294,12 +283,12 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
         elif (run / RunFolder.SUMMARY).is_file():
             pass
         elif (run / RunFolder.CONFIG).is_file():
-            obliviate.unlearn(out=run, resume=True)
+            unlearn(out=run, resume=True)
         else:
             try:
-                obliviate.unlearn(model if parent is None else None, spec, after=parent, method=method,
-                                  retain=retain, pool=pool, out=run, config=config,
-                                  overrides=[*overrides, f"lineage.overlap={overlap}", *(fixed if parent else [])])
+                unlearn(model if parent is None else None, spec, after=parent, method=method, retain=retain,
+                        pool=pool, out=run, config=config,
+                        overrides=[*overrides, f"lineage.overlap={overlap}", *(fixed if parent else [])])
             except NothingToUnlearn as e:
                 log.warning("request %d skipped: %s", k, e)
                 skipped[k] = str(e)
@@ -322,14 +311,6 @@ def origin_stop_overrides(model: str, method: str | None, config: str | None, ov
     stream's *original* model (measured once, as the engine does, and kept in ``cache``), so that
     every request stops where never-seen text lies for the original model -- not for a parent that
     earlier requests have degraded, whose lower held-out means would push each request further."""
-    from obliviate.data.encode import PromptTemplate, encode_records
-    from obliviate.data.io import read_json, write_json
-    from obliviate.data.sources import load_data
-    from obliviate.metrics import memorization_accuracy
-    from obliviate.metrics.memorization import extraction_likelihood_aligned
-    from obliviate.models import load_model
-    from obliviate.unlearning import build_config
-
     cfg = build_config(method, config, overrides)
     if not cfg.stop.calibrate_on:
         return []
@@ -380,8 +361,6 @@ def _stream_folder(out: Path, plan: dict[str, Any]) -> tuple[RunFolder, dict[str
 def chain_curve(run_dir: str | Path) -> list[dict[str, Any]]:
     """Per request of ``run_dir``'s chain (oldest first) whose run folder is still there and holds a
     cumulative evaluation: the request number, the run, and that evaluation's ``now`` values."""
-    from obliviate.protocols.base import EVAL_FILE, read_eval
-
     run_dir = Path(run_dir)
     lineage = read_lineage(run_dir)
     rows = []
