@@ -271,3 +271,14 @@ def test_rmu_under_lora_trains_only_the_selected_adapters(micro):
     assert changed == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
     row = res.history[1]
     assert row["rmu_forget"] > 0 and row["rmu_retain"] > 0  # the retain activations moved, a little
+
+
+def test_rmu_layer_beyond_the_model_fails_before_writing(micro, tmp_path):
+    import obliviate
+    from obliviate.errors import ObliviateError
+
+    model, tok, forget, retain = micro
+    with pytest.raises(ObliviateError, match=r"method_args\.layer=7, but the model has 2 decoder layers"):
+        obliviate.unlearn(copy.deepcopy(model), forget, method="rmu", retain=retain, tokenizer=tok,
+                          out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -384,6 +384,7 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
         model, tokenizer = load_model(model if model is not None else cfg.model, dtype=cfg.model_dtype)
     elif tokenizer is None:
         raise ObliviateError("a model object needs its tokenizer (tokenizer=...)")
+    cfg.method_args.trainable_parameters(model)  # checks layer indices (RMU) before anything is written
     # In-Python record lists win over the stored spec (their spec is only a description).
     forget_records = _records(forget if forget is not None and not isinstance(forget, str | Path)
                               else data_cfg.forget, "forget", data_cfg.max_forget)

@@ -23,7 +23,7 @@ import torch
 from obliviate.data.encode import Batch
 from obliviate.methods.base import LossOutput, MethodBatch, MethodConfig, MethodSpec, Reference, Requirements
 from obliviate.methods.graddiff import TOFU_STOP, TOFU_TRAIN
-from obliviate.methods.layers import MLP_OUT, capture_hidden, select_parameters
+from obliviate.methods.layers import MLP_OUT, capture_hidden, decoder_layers, resolve_index, select_parameters
 from obliviate.methods.losses import forward_logits, masked_mse
 
 
@@ -43,6 +43,7 @@ class RMUConfig(MethodConfig):
         return Requirements(retain=self.alpha > 0, reference_model=self.alpha > 0)
 
     def trainable_parameters(self, model: torch.nn.Module) -> list[str]:
+        resolve_index(self.layer, len(decoder_layers(model)[1]), "method_args.layer")  # fails before any training
         return select_parameters(model, self.trainable_layers, self.trainable_params)
 
 
