@@ -73,48 +73,50 @@ def forget_rows(opts: PileOptions):
 
 
 def run_pile(model, tokenizer, opts: PileOptions) -> EvalResult:
-    from obliviate.data.encode import encode_records, tokenizer_fingerprint
-    from obliviate.metrics import extraction_likelihood, memorization_accuracy
-    from obliviate.metrics.generation import exact_extraction, generate_completions
-    from obliviate.metrics.text import bleu_icu, get_bert_scorer, token_entropy
+    from obliviate.data.encode import tokenizer_fingerprint
+    from obliviate.evaluation import EvalOptions, evaluate
+    from obliviate.metrics.text import get_bert_scorer
 
     if opts.convention not in ("icu", "kumpr", "both"):
         raise ObliviateError(f"convention must be icu, kumpr or both, got {opts.convention!r}")
     if opts.thresholds not in ("icu", "kumpr", "none"):
         raise ObliviateError(f"thresholds must be icu, kumpr or none, got {opts.thresholds!r}")
     rows200, rows50, folder = forget_rows(opts)
-    full = encode_records(rows200, tokenizer)
-    short = encode_records(rows50, tokenizer)
     n = opts.el_n
     metrics: dict[str, float] = {}
-    details: dict[str, object] = {"forget_set": f"lm_extraction_128_{opts.set}", "rows": len(full), "folder": folder,
+    details: dict[str, object] = {"forget_set": f"lm_extraction_128_{opts.set}", "rows": len(rows200),
+                                  "folder": folder,
                                   "exact_ids": rows200[0].ids_tokenizer == tokenizer_fingerprint(tokenizer)}
     per: dict[str, list] = {}
 
-    ma = memorization_accuracy(model, full, region="all", batch_size=opts.batch_size)
-    metrics["forget/ma"], per["ma"] = ma.value, ma.per_sample
+    def measure(rows, names: list[str], rename: dict[str, str] | None = None, **options):
+        ev = evaluate(model, tokenizer, {"forget": rows}, names,
+                      options=EvalOptions(batch_size=opts.batch_size, el_batch_size=opts.el_batch_size, el_n=n,
+                                          **options))
+        for key, value in ev.values.items():
+            name = (rename or {}).get(key.split("/", 1)[1], key.split("/", 1)[1])
+            metrics[f"forget/{name}"], per[name] = value, ev.per_sample[key]
+        return ev
+
+    # MA over the whole 200-token row (KUMPR and ICU); EL_n by ICU's positions (starts inside the
+    # 50-token suffix) and/or KUMPR's (every start of the row).
+    measure(rows200, ["ma"], region="all")
     details["forget/ma"] = "every position of the 200-token row (KUMPR and ICU)"
     el_key = None
     if opts.convention in ("icu", "both"):
-        el = extraction_likelihood(model, full, n=n, region="completion", batch_size=opts.el_batch_size)
         el_key = f"el_{n}"
-        metrics[f"forget/{el_key}"], per[el_key] = el.value, el.per_sample
+        measure(rows200, [el_key], region="completion")
         details[f"forget/{el_key}"] = "ICU: starts inside the 50-token suffix (150..190)"
     if opts.convention in ("kumpr", "both"):
-        el = extraction_likelihood(model, full, n=n, region="all", batch_size=opts.el_batch_size)
         key = f"el_{n}_kumpr"
-        metrics[f"forget/{key}"], per[key] = el.value, el.per_sample
+        measure(rows200, [f"el_{n}"], {f"el_{n}": key}, region="all")
         details[f"forget/{key}"] = "KUMPR: every start 1..T-n of the 200-token row"
         el_key = el_key or key
 
-    gens = generate_completions(model, tokenizer, short, num_beams=opts.num_beams, batch_size=opts.batch_size)
-    texts = [g.text for g in gens]
-    refs = [r.target for r in rows50]
+    # Generation from the 50-token prefix, 50 new tokens, scored against the 50-token suffix.
     scorer = get_bert_scorer(opts.bertscore_model, opts.bertscore_layers)
-    for name, res in (("bleu_icu", bleu_icu(texts, refs)), ("bertscore_f1", scorer.score(texts, refs)),
-                      ("entropy", token_entropy([g.ids for g in gens])),
-                      ("exact", exact_extraction(gens, short))):
-        metrics[f"forget/{name}"], per[name] = res.value, res.per_sample
+    texts = measure(rows50, ["bleu_icu", "bertscore_f1", "entropy", "exact"], {f"exact_beam{opts.num_beams}": "exact"},
+                    num_beams=opts.num_beams, bert_scorer=scorer).generations["forget"]
     details.update(bertscore_backbone=scorer.backbone,
                    generation={"prefix_tokens": 50, "new_tokens": 50, "num_beams": opts.num_beams})
 
