@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import re
 import shutil
@@ -158,3 +159,25 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert image.size == (1300, 2400)
     lo, hi = image.getextrema()
     assert hi - lo > 100, "the page is not blank"
+
+
+def test_report_names_a_model_given_in_python_and_draws_no_empty_el_chart(tiny_model, tiny_tokenizer, tmp_path):
+    import obliviate
+    from obliviate.data.records import TextRecord
+    from obliviate.report import plots
+
+    forget = [TextRecord(f"r{i}", f"Record {i} says that the", f" secret number is {i}{i}{i} today.") for i in range(4)]
+    model = copy.deepcopy(tiny_model)  # trained in place; the fixture is shared
+    model.config._name_or_path = "my-org/tiny-llama"
+    run = obliviate.unlearn(model, forget, tokenizer=tiny_tokenizer, method="graddiff", retain=forget,
+                            out=tmp_path / "run", overrides=["stop.max_epochs=1", "eval.el=false",
+                                                             "stop.el_threshold=null", "report.samples=2"])
+    assert run.summary["model"] == "<model my-org/tiny-llama given in Python>"
+    html = (tmp_path / "run" / "report.html").read_text()
+    title = re.search(r"<title>(.*?)</title>", html).group(1)
+    assert title.endswith("graddiff on my-org/tiny-llama")
+    history = [{"epoch": 0, "ma": 0.9}, {"epoch": 1, "ma": 0.5}]  # eval.el=false: MA only
+    fig = plots.memorization_curves({"run": history}, {"run": {"ma": 0.6, "el_10": None}})
+    assert fig is not None and "EL_n was not measured" in fig.caption
+    with_el = plots.memorization_curves({"run": [{**h, "el_10": 0.1} for h in history]})
+    assert "MA and EL_n" in with_el.caption

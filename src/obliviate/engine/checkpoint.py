@@ -10,8 +10,11 @@ pruned afterwards.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,20 @@ CHECKPOINTS = "checkpoints"
 STATE_FILE = "engine_state.json"
 CACHE_FILE = "reference_cache.pt"
 _NAME = re.compile(r"epoch-(\d{4,})$")
+
+
+@contextmanager
+def quiet_tied_weights() -> Iterator[None]:
+    """Silence accelerate's "Removed shared tensor ... while saving" during ``save_state``: it fires
+    at every checkpoint of a model with tied embeddings (SmolLM2, GPT-2), whose tie ``from_pretrained``
+    restores, so it warns of nothing here."""
+    logger = logging.getLogger("accelerate.utils.other")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass

@@ -584,7 +584,8 @@ class Engine:
         final = ckpt.checkpoint_path(self.run_dir, state.epoch)
         partial = final.with_name(final.name + ".partial")
         acc.wait_for_everyone()
-        acc.save_state(str(partial))  # collective; every process writes its own RNG state (and shards)
+        with ckpt.quiet_tied_weights():
+            acc.save_state(str(partial))  # collective; every process writes its own RNG state (and shards)
         acc.wait_for_everyone()  # ... all of which must be in the folder before it is renamed
         if acc.is_main_process:
             torch.save(self.ref.cache, partial / ckpt.CACHE_FILE)
