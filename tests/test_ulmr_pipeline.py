@@ -55,3 +55,21 @@ def test_unlearn_method_ulmr_runs_the_pipeline(tmp_path):
     resumed = CliRunner().invoke(app, ["unlearn", "--out", str(run), "--resume"])  # the run keeps its config
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((run / "summary.json").read_text()) == summary
+
+
+def test_redacted_ulmr_run_keeps_no_forget_text(tmp_path):
+    from typer.testing import CliRunner
+
+    from obliviate.cli import app
+    from obliviate.data.sources import load_data
+
+    run = tmp_path / "ulmr"
+    res = CliRunner().invoke(app, ["unlearn", "--out", str(run), *ARGS, "--redact"])
+    assert res.exit_code == 0, res.output
+    assert not (run / "restructured.jsonl").exists() and (run / "model" / "config.json").is_file()
+    forget = load_data("world:micro:forget")[:4]
+    phrases = [r.question for r in forget] + [r.answer for r in forget]
+    left = [f"{p.relative_to(run)}: {s}" for p in run.rglob("*") if p.is_file()
+            and p.suffix in (".json", ".jsonl", ".html", ".yaml", ".md") for s in phrases if s in p.read_text()]
+    assert left == []
+    assert CliRunner().invoke(app, ["unlearn", "--out", str(run), "--resume"]).exit_code == 0  # loads the finished run

@@ -136,16 +136,20 @@ class RunFolder:
         return cls.prepare(path, kind, overwrite=overwrite, resume=resume, redact=redact).begin()
 
     @classmethod
-    def claim(cls, path: str | Path, kind: str) -> RunFolder:
+    def claim(cls, path: str | Path, kind: str, *, redact: bool = False) -> RunFolder:
         """A new, empty or existing obliviate folder of ``kind``, marked and never emptied: for
         writers that manage the files inside themselves (ULMR keeps its costly restructured data
         across --overwrite). A foreign folder is refused as by ``prepare``."""
         found = kind_of(path)
         if found is None:
-            return cls.prepare(path, kind).begin()
+            return cls.prepare(path, kind, redact=redact).begin()
         if found != kind:
             raise ObliviateError(f"{path}: holds an obliviate {found}, not a {kind}")
-        return cls.open(path, kind)
+        folder = cls.open(path, kind)
+        if redact and not folder.redact:  # redaction, once asked for, stays on for the folder
+            folder.redact = True
+            folder._write_marker()
+        return folder
 
     def begin(self) -> RunFolder:
         """Create the folder (replacing the obliviate folder there with ``overwrite``) and mark it."""
@@ -161,8 +165,7 @@ class RunFolder:
             log.warning("replacing the obliviate %s in %s (--overwrite)", kind_of(aside) or self.kind, path)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            _write_text(path / MARKER, json.dumps({"format": format_name(self.kind), "redact": self.redact,
-                                                   "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+            self._write_marker()
         except OSError as e:
             if aside is not None:  # put the old folder back
                 shutil.rmtree(path, ignore_errors=True)
@@ -172,6 +175,10 @@ class RunFolder:
             shutil.rmtree(aside, ignore_errors=True)
         self.started = True
         return self
+
+    def _write_marker(self) -> None:
+        _write_text(self.path / MARKER, json.dumps({"format": format_name(self.kind), "redact": self.redact,
+                                                    "created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
 
     # ------------------------------------------------------------------ reading an existing folder
 

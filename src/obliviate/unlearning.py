@@ -253,6 +253,8 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
                 setattr(cfg.data, key, _spec_name(value))
         if after is not None:
             cfg.lineage.after = after
+        if redact is not None and not resume:
+            cfg.report.redact = redact
         plan = _plan(cfg, forget, Path(out) if out is not None else None)
         result = pipeline_fn(cfg, model=model if model is not None else cfg.model, forget=plan.records,
                              retain=retain if retain is not None else cfg.data.retain, out=out, resume=resume,

@@ -111,13 +111,18 @@ def run_command(
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="redo training in --out (the restructured data is "
                                             "kept)")] = False,
+    redact: Annotated[bool, typer.Option("--redact", help="no text of the forget data left in --out: files hold ids, "
+                                         "numbers and hashes; the restructured data is deleted once the run has "
+                                         "finished (= report.redact=true)")] = False,
 ) -> None:
     """Restructure the forget set (or reuse --out's prepared/edited file), SFT on it, then average weights."""
     from obliviate.methods.ulmr import run_ulmr
 
     result = run_ulmr(model, forget, out=out, config=config, alpha=alpha, resume=resume, overwrite=overwrite,
                       regenerate=regenerate, overrides=_overrides(generator, gen_model, base_url, api_key_env,
-                                                                  refusals, rewrites, seed, max_new_tokens, overrides))
+                                                                  refusals, rewrites, seed, max_new_tokens,
+                                                                  [*(overrides or []), *(["report.redact=true"] if redact
+                                                                                         else [])]))
     s = result.summary
     print(result.restructured.summary())
     print(f"SFT: {s['sft']['epochs']} epoch(s), {s['sft']['optimizer_steps']} optimizer step(s); averaged with "

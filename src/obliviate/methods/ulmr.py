@@ -129,7 +129,13 @@ def run_ulmr(model: str | Path, forget: Any, *, out: str | Path, config: Any = N
     from obliviate.data.sources import load_data
     from obliviate.models import load_model
     from obliviate.ulmr.merge import checkpoint_fingerprint, merge_checkpoints, parse_alphas
-    from obliviate.ulmr.restructure import CACHE_FILE, prepare_restructured
+    from obliviate.ulmr.restructure import (
+        CACHE_FILE,
+        META_FILE,
+        PARTIAL_FILE,
+        PARTIAL_META_FILE,
+        prepare_restructured,
+    )
     from obliviate.unlearning import build_config, unlearn
 
     if resume and overwrite:
@@ -153,18 +159,18 @@ def run_ulmr(model: str | Path, forget: Any, *, out: str | Path, config: Any = N
                              f"data in {CACHE_FILE} is kept)")
     if sft_dir.exists() and not (resume or overwrite):
         raise ObliviateError(f"{out}: holds an unfinished ULMR run; pass --resume to continue it or --overwrite")
-    RunFolder.claim(out, "run")  # never a folder obliviate did not write; only its own files are replaced below
+    cfg = build_config("ulmr", config, [*overrides, "method_args.restructured=true"])  # checked before any write
+    margs: ULMRConfig = cfg.method_args  # type: ignore[assignment]
+    if alpha is not None:
+        margs.alpha = alpha
+    parse_alphas(margs.alpha)
+    # Never a folder obliviate did not write; only its own files are replaced below.
+    RunFolder.claim(out, "run", redact=cfg.report.redact)
     if overwrite:
         for path in (sft_dir, final_dir):
             shutil.rmtree(path, ignore_errors=True)
         info.unlink(missing_ok=True)
     write_json(base_info, {"model": str(model), "fingerprint": base_fp})
-
-    cfg = build_config("ulmr", config, [*overrides, "method_args.restructured=true"])
-    margs: ULMRConfig = cfg.method_args  # type: ignore[assignment]
-    if alpha is not None:
-        margs.alpha = alpha
-    parse_alphas(margs.alpha)
     forget_records = load_data(forget) if isinstance(forget, str | Path) else list(forget)
     if cfg.data.max_forget is not None:
         forget_records = forget_records[:cfg.data.max_forget]
@@ -191,6 +197,9 @@ def run_ulmr(model: str | Path, forget: Any, *, out: str | Path, config: Any = N
     summary = {"method": "ulmr", "model": str(model), "model_fingerprint": base_fp, "alpha": margs.alpha,
                "restructured": data, "sft": sft.summary, "seconds": round(time.perf_counter() - started, 1)}
     write_json(info, summary)
+    if cfg.report.redact:  # the rewritten forget text must not stay behind (it was only a cache for --resume)
+        for name in (CACHE_FILE, META_FILE, PARTIAL_FILE, PARTIAL_META_FILE):
+            (out / name).unlink(missing_ok=True)
     return ULMRResult(final, tok, restructured, out, summary)
 
 
@@ -201,7 +210,10 @@ def _finished(out: Path) -> ULMRResult:
 
     summary = read_json(out / ULMR_INFO)
     model, tok = load_model(out / "model")
-    restructured = Restructured(load_restructured(out / CACHE_FILE), out / CACHE_FILE, "cached")
+    path = out / CACHE_FILE
+    # A redacted run deleted its restructured data once finished.
+    restructured = Restructured(load_restructured(path), path, "cached") if path.is_file() else \
+        Restructured([], path, "deleted (redacted run)")
     return ULMRResult(model, tok, restructured, out, summary)
 
 
@@ -216,7 +228,7 @@ def ulmr_pipeline(cfg: Any, *, model: Any, forget: Any, retain: Any = None, out:
     does), ``metrics.jsonl`` (epoch 0 = the original model, then the averaged model), ``trace.json``
     and ``report.html``; ``model/`` is the averaged model."""
     from obliviate.config import config_to_yaml
-    from obliviate.data.io import atomic_write_text, read_json, write_json
+    from obliviate.data.io import atomic_write_text, read_json
     from obliviate.unlearning import CONFIG_FILE, SUMMARY_FILE, UnlearnResult, write_report
 
     if out is None:
@@ -232,7 +244,7 @@ def ulmr_pipeline(cfg: Any, *, model: Any, forget: Any, retain: Any = None, out:
         return UnlearnResult(final, tok, cfg, read_json(out / SUMMARY_FILE), history, out)
     if not resume and (out / SUMMARY_FILE).is_file() and not overwrite:
         raise ObliviateError(f"{out}: holds a finished run; pass --overwrite to redo it or --resume to load it")
-    folder = RunFolder.claim(out, "run")  # refuses a folder obliviate did not write
+    folder = RunFolder.claim(out, "run", redact=cfg.report.redact)  # refuses a folder obliviate did not write
     if overwrite:  # run_ulmr redoes sft/ and model/ and keeps restructured.jsonl; the core files go too
         for name in (SUMMARY_FILE, "metrics.jsonl", "trace.json", "report.html", CONFIG_FILE):
             (out / name).unlink(missing_ok=True)
@@ -243,8 +255,8 @@ def ulmr_pipeline(cfg: Any, *, model: Any, forget: Any, retain: Any = None, out:
     before, after, trace = _measure_before_after(cfg, model, result.model, result.tokenizer, forget, retain,
                                                  final_epoch=sft.get("epochs") or 1)
     history = [{"epoch": 0, **before}, {"epoch": sft.get("epochs", 1), **after, "stage": f"averaged, alpha={cfg.method_args.alpha}"}]
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
-    write_json(out / "trace.json", trace)
+    folder.write_jsonl(RunFolder.METRICS, history)
+    folder.write_json(RunFolder.TRACE, trace)  # redacted with the folder
     summary = {"method": "ulmr", "model": str(model), "forget": cfg.data.forget, "n_forget": trace["n_forget"],
                "epochs": sft.get("epochs"), "optimizer_steps": sft.get("optimizer_steps"),
                "stop_reason": f"pipeline finished (SFT: {sft.get('stop_reason')}; averaged with alpha "
