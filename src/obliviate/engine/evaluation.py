@@ -24,7 +24,7 @@ from obliviate.engine.refinement import Refinement
 from obliviate.engine.stopping import mean_over
 from obliviate.errors import ObliviateError
 from obliviate.metrics import memorization_accuracy
-from obliviate.metrics.likelihood import token_logprobs
+from obliviate.metrics.likelihood import TokenLogProbs, perplexity_of, token_logprobs, token_weighted_nll
 from obliviate.metrics.memorization import extraction_likelihood_aligned
 
 Share = Callable[[Callable[[list], list], Sequence], list]
@@ -72,13 +72,11 @@ def _forget_metrics(model, forget: list[Encoded], ev: EvalConfig, share: Share) 
 
 
 def _retain_perplexity(model, retain: list[Encoded], ev: EvalConfig, share: Share) -> dict[str, float]:
-    def nll(examples: list[Encoded]) -> list[tuple[float, int]]:
-        lps = token_logprobs(model, examples, region="completion", batch_size=ev.batch_size, show_progress=False)
-        return [(t.nll_sum, len(t.logprobs)) for t in lps]
+    def nll(examples: list[Encoded]) -> list[TokenLogProbs]:
+        return token_logprobs(model, examples, region="completion", batch_size=ev.batch_size, show_progress=False)
 
-    pairs = share(nll, retain)
-    mean_nll = sum(v for v, _ in pairs) / max(sum(c for _, c in pairs), 1)  # token-weighted
-    return {"retain_nll": mean_nll, "retain_ppl": math.exp(min(mean_nll, 50.0))}
+    mean_nll = token_weighted_nll(share(nll, retain))  # the one perplexity (evaluation registry: "ppl")
+    return {"retain_nll": mean_nll, "retain_ppl": perplexity_of(mean_nll)}
 
 
 def _refinement_scores(refiner: Refinement, model, examples: list[Encoded]) -> list[tuple[float, float, str]]:
