@@ -25,7 +25,9 @@ from obliviate.methods import METHODS
 FAST = ["train.lora.enabled=true", "train.lora.r=4", "train.lr=1e-2", "train.batch_size=4", "train.scheduler=constant",
         "train.gradient_accumulation_steps=1", "stop.max_epochs=1", "stop.el_threshold=null",
         "stop.ma_threshold=null", "eval.retain=false", "refinement.enabled=false", "report.enabled=false"]
-EXTRA = {"llmu": ["method_args.mismatch_answers=2"], "ulmr": ["method_args.restructured=true"]}  # ulmr: its SFT step
+EXTRA = {"llmu": ["method_args.mismatch_answers=2"], "ulmr": ["method_args.restructured=true"],  # ulmr: its SFT step
+         "rmu": ["method_args.layer=1", "method_args.trainable_layers=[0,1]"],  # the micro model has 2 blocks
+         "altpo": ["method_args.alternates=2"]}
 
 
 @pytest.fixture(scope="module")
