@@ -155,7 +155,7 @@ def test_cumulative_evaluation_of_request_2_includes_request_1(chain, tmp_path):
     assert thr["el_10"] == math.nextafter(direct_thr.el, math.inf)
     # The curve over the chain: one row per request plus the original.
     header, rows = curve_table(chain_curve(req2))
-    assert header[:3] == ["after", "request-1 MA", "request-2 MA"] and [r[0] for r in rows] == [
+    assert header[:3] == ["after", "#1 MA", "#2 MA"] and [r[0] for r in rows] == [
         "original", "request 1", "request 2"]
     assert rows[1][2] == ""  # request 2's set was not yet asked for after request 1
 
@@ -186,7 +186,7 @@ def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, m
                           "--retain", RETAIN, "--heldout", "world:micro:holdout",
                           "--check-retain", "world:micro:retain_eval", *calibrated)
     assert code == 0, err
-    assert "request 3: skipped: " in text and "request-2 MA" in text
+    assert "request 3: skipped: " in text and "#2 MA" in text
     assert (out / "request-2" / "summary.json").stat().st_mtime_ns == stamp
     foreign = tmp_path / "notes"
     foreign.mkdir()

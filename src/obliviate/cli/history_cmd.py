@@ -24,13 +24,9 @@ def history_command(
 ) -> None:
     """Print RUN's chain of requests (parent runs, forget sets, hashes, overlaps) and the cumulative
     evaluations saved along it."""
-    from rich.console import Console
-    from rich.table import Table
-
     from obliviate.lineage import read_lineage
-    from obliviate.recipes.stream import CumulativeConfig, chain_curve, curve_table, evaluate_cumulative
+    from obliviate.recipes.stream import CumulativeConfig, chain_curve, evaluate_cumulative, format_curve
 
-    console = Console()
     lineage = read_lineage(run)
     if evaluate:
         evaluate_cumulative(run, CumulativeConfig(heldout=heldout, retain=retain, utility=utility), overwrite=overwrite)
@@ -41,13 +37,8 @@ def history_command(
         print(f"  #{k} {req.run}  {req.method}  forget={req.forget}  {req.n_requested} record(s), "
               f"{req.n_unlearned} unlearned{f' (already unlearned by {overlap})' if overlap else ''}  "
               f"sha256 {req.forget_sha256[:12]}")
-    header, rows = curve_table(chain_curve(run))
-    if rows:
-        curve = Table(title="cumulative evaluation (MA of each forget set, ✓ = below the calibrated thresholds)")
-        for name in header:
-            curve.add_column(name, justify="right")
-        for row in rows:
-            curve.add_row(*row)
-        console.print(curve)
+    curve = format_curve(chain_curve(run))
+    if curve:
+        print(curve)
     elif not evaluate:
-        console.print("[dim]no cumulative evaluation saved; add --evaluate --heldout SPEC --retain SPEC[/dim]")
+        print("no cumulative evaluation saved; add --evaluate --heldout SPEC --retain SPEC")

@@ -37,7 +37,7 @@ def stream_command(
                                            "request")] = True,
 ) -> None:
     """Unlearn the --forget sets one after another (each run continues the previous one); resumable."""
-    from obliviate.recipes.stream import CumulativeConfig, chain_curve, curve_table, run_stream
+    from obliviate.recipes.stream import CumulativeConfig, chain_curve, format_curve, run_stream
 
     evaluation = CumulativeConfig(heldout=heldout, retain=check_retain, utility=utility) if evaluate else None
     result = run_stream(forget, model=model, out=out, method=method, retain=retain, pool=pool, config=config,
@@ -47,8 +47,5 @@ def stream_command(
         print(f"request {k}: {run if run is not None else 'skipped: ' + result.skipped[k]}")
     done = [r for r in result.runs if r is not None]
     if done and evaluation is not None:
-        header, rows = curve_table(chain_curve(done[-1]))
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-        for row in [header, *rows]:
-            print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        print(format_curve(chain_curve(done[-1])))
     print(f"stream in {result.out} (obliviate history {done[-1] if done else result.out} for the chain)")

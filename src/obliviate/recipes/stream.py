@@ -380,6 +380,7 @@ __all__ = [
     "StreamResult",
     "chain_curve",
     "evaluate_cumulative",
+    "format_curve",
     "kept_sets",
     "measure_model",
     "measure_set",
@@ -397,7 +398,7 @@ def curve_table(curve: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
     last = curve[-1]
     sets = [key for key in last["now"] if key.startswith("request-")]
     kept = [key for key in last["now"] if not key.startswith("request-")]
-    header = ["after", *(f"{key} MA" for key in sets), *(f"{key} ROUGE-L" for key in kept)]
+    header = ["after", *(f"#{key.split('-')[1]} MA" for key in sets), *(f"{key} ROUGE-L" for key in kept)]
 
     def cells(values: dict[str, Any], upto: int | None) -> list[str]:
         row = []
@@ -410,3 +411,14 @@ def curve_table(curve: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
     rows = [["original", *cells(last["original"], None)]]
     rows += [[f"request {c['request']}", *cells(c["now"], c["request"])] for c in curve]
     return header, rows
+
+
+def format_curve(curve: Sequence[dict[str, Any]]) -> str:
+    """``curve_table`` as aligned plain text (one line per model), empty when there is no curve."""
+    header, rows = curve_table(curve)
+    if not rows:
+        return ""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *rows]]
+    return "\n".join(["cumulative evaluation: MA of each request's forget set (✓ forgotten by the calibrated "
+                      "rule, ✗ not), retain / utility ROUGE-L", *lines])
