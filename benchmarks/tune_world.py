@@ -63,7 +63,7 @@ def tune_method(method: str, profile: str, out: Path, args) -> Path:
     cfg = TuneConfig(method=method, trials=args.trials, lr_min=args.lr_min, lr_max=args.lr_max,
                      epochs_max=args.epochs_max, seed=args.seed)
     tune(target, forget, heldout=f"world:{profile}:holdout", retain=retain, utility=f"world:{profile}:world_facts",
-         pool=retain if method == "icu" else None, out=folder, overrides=TRIAL_OVERRIDES, tune_cfg=cfg)
+         pool=retain if method == "icu" else None, out=folder, overrides=[*TRIAL_OVERRIDES, *args.set], tune_cfg=cfg)
     return folder
 
 
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     ap.add_argument("--fixed", action="store_true", help="also run Table I's fixed-lr settings (table1_world.py)")
     ap.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N items of each split")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra override for every trial, e.g. --set stop.target.per_sample=true")
     args = ap.parse_args(argv)
     out = Path(args.out or f"runs/tune-{args.profile}")
     methods = parse_methods(ap, args.methods, METHODS)
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     original = next((r.metrics.get("world_utility") for r in rows if r.path == out / "original"), None)
     budget = (f"budget per method: {args.trials} trials, lr in [{args.lr_min:g}, {args.lr_max:g}] (log), epoch limit "
               f"in [1, {args.epochs_max}], loss weights x/÷ 4 around the paper defaults; TPE seed {args.seed}; "
-              f"fixed per trial: {' '.join(TRIAL_OVERRIDES)}")
+              f"fixed per trial: {' '.join([*TRIAL_OVERRIDES, *args.set])}")
     notes = [budget, *(line for m in methods for line in search_lines(m, out / f"tune-{m}")),
              *goal_lines(rows, original)]
     finish(console, out, "tune_world", title, table, rows, notes, timings)

@@ -113,3 +113,32 @@ def test_tune_input_errors(tmp_path):
     with pytest.raises(ObliviateError, match="did not write"):
         tune("world-micro-target", "world:micro:forget", heldout="world:micro:holdout", out=tmp_path / "d")
     assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
+
+
+def test_answer_nll_with_gpt2_bpe(shared_data, tmp_path):
+    """The objective's NLL through GPT-2's BPE: short answers, unicode, a long answer, token-weighted."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from obliviate.data.encode import PromptTemplate, encode_records
+    from obliviate.data.io import load_records, write_records
+    from obliviate.data.pile import load_gpt2_tokenizer
+    from obliviate.data.records import QARecord
+    from obliviate.metrics.likelihood import token_logprobs
+    from obliviate.recipes.tune import answer_nll
+
+    tok = load_gpt2_tokenizer(shared_data / "gpt2-tokenizer")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=512, n_embd=32, n_layer=1, n_head=2)).eval()
+    records = [QARecord(id="a", question="Who?", answer="Yes."),
+               QARecord(id="b", question="Où est Zoë?", answer="Zoë Ångström — 東京 ✓"),
+               QARecord(id="c", question="Long?", answer=" ".join(["a long answer"] * 100))]
+    path = tmp_path / "util.jsonl"
+    write_records(records, path)
+    got = answer_nll(model, tok, str(path), "plain")
+    lps = token_logprobs(model, encode_records(load_records(path), tok, PromptTemplate(mode="plain")),
+                         region="completion")
+    n = [len(t.logprobs) for t in lps]
+    assert n[0] < n[1] < n[2]  # the long answer weighs most
+    assert got == pytest.approx(sum(t.nll_sum for t in lps) / sum(n))
+    assert answer_nll(model, tok, None, "plain") is None
