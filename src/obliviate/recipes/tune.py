@@ -306,13 +306,14 @@ def _finish(run_dir: Path, study, inputs: TuneInputs, cfg: TuneConfig) -> TuneRe
     if best is None:
         raise ObliviateError(f"{run_dir}: no trial finished; see trials.md for the errors")
     overrides = trial_overrides(inputs, best["params"])
-    atomic_write_text(run_dir / "best_config.yaml", config_yaml(build_config(cfg.method, inputs.config, overrides)))
+    best_cfg = build_config(cfg.method, inputs.config, overrides)
+    atomic_write_text(run_dir / "best_config.yaml", config_yaml(best_cfg))
     atomic_write_text(run_dir / "trials.csv", trials_csv(rows))
     atomic_write_text(run_dir / "trials.md", trials_markdown(rows, best["number"]))
     doc = read_json(run_dir / TUNE_FILE)
     doc["best"] = best
     write_json(run_dir / TUNE_FILE, doc)
-    write_tune_report(run_dir, rows, best, inputs, cfg)
+    write_tune_report(run_dir, rows, best, inputs, cfg, best_cfg.stop.target.auc_band)
     if cfg.final_run:
         folder = run_dir / "best"
         if (folder / "config.yaml").is_file():

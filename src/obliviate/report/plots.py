@@ -248,7 +248,7 @@ def target_curve(history: Sequence[Mapping[str, Any]], target: Mapping[str, Any]
                   "the KS test's p-value, on the statistic named in the overview.", _encode(fig))
 
 
-def pareto_plot(points: Sequence[Mapping[str, Any]], chosen: int | None) -> Figure | None:
+def pareto_plot(points: Sequence[Mapping[str, Any]], chosen: int | None, band: float | None = None) -> Figure | None:
     """Trials of a search: forgetting gap |AUC - 0.5| against utility loss, the Pareto front
     joined, the chosen trial circled (``recipes.tune``)."""
     pts = [p for p in points if p.get("state") == "COMPLETE"]
@@ -258,6 +258,8 @@ def pareto_plot(points: Sequence[Mapping[str, Any]], chosen: int | None) -> Figu
 
     fig, ax = _new()
     ax.xaxis.set_major_locator(AutoLocator())  # a continuous axis, not epochs
+    if band is not None:
+        ax.axvspan(0, band, color="#2ca02c", alpha=0.12, label="within the AUC band")
     front = sorted(_pareto_front(pts), key=lambda p: p["gap"])
     ax.scatter([p["gap"] for p in pts], [p["utility_loss"] for p in pts], s=18, color="#7f7f7f", label="trial")
     ax.plot([p["gap"] for p in front], [p["utility_loss"] for p in front], marker="o", ms=4, color=COLORS[0],

@@ -43,7 +43,8 @@ def trials_markdown(rows: Sequence[Mapping[str, Any]], chosen: int | None) -> st
 
 
 def write_tune_report(run_dir: Path, rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any], inputs: Any,
-                      cfg: Any) -> Path:
+                      cfg: Any, band: float | None = None) -> Path:
+    """``report.html`` of a search: overview, Pareto plot (``band``: the target's AUC half-width), trials."""
     from obliviate.data.io import atomic_write_text
     from obliviate.report import REPORT_FILE, _render
     from obliviate.report.plots import pareto_plot
@@ -57,7 +58,7 @@ def write_tune_report(run_dir: Path, rows: Sequence[Mapping[str, Any]], best: Ma
             ("reached the target", f"{reached} of {len(rows)} trials"),
             ("chosen", f"trial {best['number']}: {_cell(best['params'])} -> AUC {best['auc']:.3f}, KS p "
                        f"{best['ks_p']:.3g} ({best['verdict']}), utility loss {best['utility_loss']:.4f}")]
-    fig = pareto_plot(rows, best["number"])
+    fig = pareto_plot(rows, best["number"], band)
     table = {"headers": list(COLUMNS), "rows": [[_cell(r.get(c)) for c in COLUMNS] for r in rows], "more": None}
     config = run_dir / "best_config.yaml"
     page = _render(title=f"obliviate tune: {cfg.method} on {inputs.model}", subtitle=str(run_dir.resolve()), meta=meta,
