@@ -87,15 +87,17 @@ def eval_command(
 
 def _origin(run_dir: Path | None) -> str | None:
     """The model a run folder's chain of requests started from (lineage.json, summary.json / ulmr.json)."""
-    from obliviate.data.io import read_json
+    from obliviate.compare import ULMR_FILE
     from obliviate.lineage import origin_model
+    from obliviate.runfolder import RunFolder
 
-    if run_dir is not None and origin_model(run_dir):
+    if run_dir is None:
+        return None
+    if origin_model(run_dir):
         return origin_model(run_dir)
-    for name in ("summary.json", "ulmr.json"):
-        if run_dir is not None and (run_dir / name).is_file():
-            return read_json(run_dir / name).get("model")
-    return None
+    folder = RunFolder.open(run_dir, "run")
+    summary = folder.read_summary() or (folder.read_json(ULMR_FILE) if folder.has(ULMR_FILE) else {})
+    return summary.get("model")
 
 
 def _print(console, result, name: str, out: Path | None) -> None:

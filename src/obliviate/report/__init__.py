@@ -65,28 +65,13 @@ def _write(out: Path, text: str) -> None:
 
 # --------------------------------------------------------------------------- reading a run folder
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _json(path: Path) -> Any:
-    from obliviate.data.io import read_json
-
-    return read_json(path) if path.is_file() else None
-
-
 def run_history(run_dir: Path) -> list[dict[str, Any]]:
-    return _jsonl(run_dir / "metrics.jsonl")
+    return RunFolder.open(run_dir).read_jsonl(RunFolder.METRICS)
 
 
 def run_trace(run_dir: Path) -> dict[str, Any]:
-    from obliviate.report.trace import TRACE_FILE
-
-    return _json(run_dir / TRACE_FILE) or {}
+    folder = RunFolder.open(run_dir)  # an evaluation row's folder has none: {}
+    return folder.read_json(RunFolder.TRACE) if folder.has(RunFolder.TRACE) else {}
 
 
 # --------------------------------------------------------------------------- formatting helpers
@@ -302,7 +287,8 @@ def _run_generations(run_dir: Path, trace: Mapping[str, Any], safe) -> dict[str,
 
 def _generations_from_per_sample(run_dir: Path, safe) -> dict[str, Any] | None:
     """Older runs: the refinement step's beam continuations kept in per_sample.jsonl."""
-    rows = [r for r in _jsonl(run_dir / "per_sample.jsonl") if "generation_before" in r][:MAX_GENERATIONS]
+    rows = [r for r in RunFolder.open(run_dir, "run").read_jsonl(RunFolder.PER_SAMPLE)
+            if "generation_before" in r][:MAX_GENERATIONS]
     if not rows:
         return None
     return {"columns": ["before", "after"], "legend": "Beam continuations recorded by the refinement step "
@@ -313,7 +299,7 @@ def _generations_from_per_sample(run_dir: Path, safe) -> dict[str, Any] | None:
 
 
 def _per_sample(run_dir: Path) -> dict[str, Any] | None:
-    rows = _jsonl(run_dir / "per_sample.jsonl")
+    rows = RunFolder.open(run_dir, "run").read_jsonl(RunFolder.PER_SAMPLE)
     if not rows:
         return None
     keys = [k for k in rows[0] if k.endswith("_before") and not k.startswith("generation")]
