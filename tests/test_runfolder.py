@@ -46,6 +46,9 @@ def test_foreign_folders_and_files_are_refused(tmp_path):
     (tmp_path / "file").write_text("data")
     with pytest.raises(ObliviateError, match="is a file, not a folder"):
         RunFolder.prepare(tmp_path / "file", "eval")
+    with pytest.raises(ObliviateError, match="is a file, not a folder"):  # --out below a file
+        RunFolder.prepare(tmp_path / "file" / "run", "run")
+    assert (tmp_path / "file").read_text() == "data"
     (tmp_path / "empty").mkdir()
     assert RunFolder.create(tmp_path / "empty", "audit").kind == "audit"
 
