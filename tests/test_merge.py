@@ -183,3 +183,11 @@ def test_sweep_resume_refuses_a_changed_checkpoint(tiny_model, tiny_tokenizer, t
     assert checkpoint_fingerprint(base_dir) != before
     with pytest.raises(ObliviateError, match="base_fingerprint"):
         alpha_sweep(base_dir, tuned_dir, [0.0, 1.0], tmp_path / "sweep", resume=True)
+    # --overwrite replaces an earlier sweep, never a folder obliviate did not write
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("mine")
+    with pytest.raises(ObliviateError, match="obliviate did not write"):
+        alpha_sweep(base_dir, tuned_dir, [0.0], mine, overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["todo.txt"]
+    assert [r["alpha"] for r in alpha_sweep(base_dir, tuned_dir, [0.5], tmp_path / "sweep", overwrite=True)] == [0.5]
