@@ -15,13 +15,7 @@ from obliviate.errors import ObliviateError
 from obliviate.metrics import extraction_likelihood, memorization_accuracy
 from obliviate.metrics.memorization import ForgetThresholds
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only waits for a busy core
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TEXTS = [

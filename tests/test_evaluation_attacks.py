@@ -25,13 +25,7 @@ from obliviate.evaluation.sampling import sample_continuations
 from obliviate.metrics.generation import generate_completions
 from obliviate.metrics.leakage import auc_standard_error, leak_at_k, leakage
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- pure functions (hand-computed)

@@ -20,12 +20,7 @@ RENAMED = {"ulmr": {"forget/rouge": "forget/rougeL_recall", "forget/prob": "forg
                     "retain/rouge": "retain/rougeL_recall", "retain/prob": "retain/tofu_prob"}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _same(section: str, new: dict) -> None:

@@ -10,13 +10,7 @@ from obliviate.data.encode import Encoded
 from obliviate.metrics import exact_extraction, generate_completions
 from obliviate.metrics._model import greedy_generation_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only waits for a busy core
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gpt2(vocab: int):
