@@ -1,7 +1,8 @@
 """The numbers the call sites produced before the evaluation layer, unchanged after it.
 
 tests/fixtures/evaluation_golden.json was recorded with the code before ``obliviate.evaluation``
-existed (audit of QA and text records of the micro world, the ULMR QA evaluation, audit and the
+existed (audit of QA and text records of the micro world, the ULMR QA evaluation, the TOFU/world
+protocol's split evaluation, audit and the
 pile-extraction protocol on a 2-layer GPT-2). Keys renamed on purpose are listed in RENAMED.
 """
 
@@ -84,3 +85,18 @@ def test_pile_audit_and_protocol_unchanged(shared_data):
     _same("audit_text", {k: v for k, v in res.summary.items() if k != "meta"})
     opts = PileOptions(folder=str(shared_data / "pile-extraction"), limit=3, wiki_docs=2, el_batch_size=128)
     _same("pile", run_pile(model, gtok, opts).metrics)
+
+
+def test_tofu_protocol_splits_unchanged():
+    from obliviate.data.encode import DEFAULT_TEMPLATE
+    from obliviate.data.sources import load_data
+    from obliviate.models import load_model
+    from obliviate.protocols.tofu import evaluate_qa_splits
+
+    model, tok = load_model("world-micro-retain")  # never saw the forget people: non-trivial numbers
+    splits = {"forget": load_data("world:micro:forget")[:6], "retain": load_data("world:micro:retain")[:6],
+              "world_facts": load_data("world:micro:world_facts")[:6]}
+    metrics, _, details, rows = evaluate_qa_splits(model, tok, splits, template=DEFAULT_TEMPLATE, max_new_tokens=64,
+                                                   batch_size=32, icu_metrics=True, ppl=True)
+    _same("tofu_splits", metrics)
+    assert "all-MiniLM-L6-v2" in details["bertscore_backbone"] and len(rows) == 18

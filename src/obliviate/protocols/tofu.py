@@ -84,39 +84,48 @@ def evaluate_qa_splits(model, tokenizer, splits: dict[str, list[QARecord]], *, t
     """TOFU's three numbers for every split (plus the ICU metrics on the forget split).
 
     Returns ``(metrics, logs, details, rows)``: ``logs`` are TOFU-style per-item logs per split
-    (``tofu_log.json``), ``rows`` the per-sample rows.
+    (``tofu_log.json``), ``rows`` the per-sample rows. The greedy answers and every metric on them
+    come from one ``evaluate`` call per split (one generation shared by ROUGE and the ICU metrics).
     """
-    from obliviate.data.encode import encode_records
-    from obliviate.metrics.generation import generate_completions
-    from obliviate.metrics.text import rouge_l
+    from obliviate.evaluation import EvalOptions, evaluate
     from obliviate.metrics.tofu import evaluate_tofu_split, split_scores
 
     metrics: dict[str, float] = {}
     logs: dict[str, Any] = {}
     details: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
+    opts = EvalOptions(template=template, max_new_tokens=max_new_tokens, batch_size=batch_size, el_n=el_n,
+                       strip_generations=True, bert_scorer=bert_scorer)
     for split, records in splits.items():
         if not records:
             continue
         kind = "forget" if split == "forget" else split if split in ("real_authors", "world_facts") else "retain"
         log = evaluate_tofu_split(model, tokenizer, records, kind, template=template, batch_size=batch_size,
                                   generate=False)
-        examples = encode_records(records, tokenizer, template)
-        gens = generate_completions(model, tokenizer, examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        texts = [g.text.strip() for g in gens]
+        icu = ICU_METRICS if split == "forget" and icu_metrics else []
+        names = ["rougeL_recall", *(f"el_{el_n}" if m == "el" else m for m in icu),
+                 *(["ppl"] if ppl and split == "retain" else [])]
+        ev = evaluate(model, tokenizer, {split: records}, names, options=opts)
+        texts = ev.generations[split]
         log["generated_text"] = texts
-        log["rougeL_recall"] = rouge_l(texts, [r.answer for r in records], kind="recall").per_sample
+        log["rougeL_recall"] = ev.per_sample[f"{split}/rougeL_recall"]
         scores = split_scores(log, kind)  # type: ignore[arg-type]
         prob_name = "tofu_prob" if kind in ("forget", "retain") else "tofu_prob_options"
         for name, res in scores.items():
             metrics[f"{split}/{name}"] = res.value
         per = {"tofu_prob": scores[prob_name].per_sample, "rougeL_recall": scores["rougeL_recall"].per_sample,
                "truth_ratio": scores["truth_ratio"].per_sample}
-        if split == "forget" and icu_metrics:
-            per.update(_icu_metrics(model, tokenizer, examples, gens, records, metrics, details, el_n=el_n,
-                                    batch_size=batch_size, bert_scorer=bert_scorer))
-        if ppl and split == "retain":
-            metrics["retain/ppl"] = _ppl(model, examples, batch_size)
+        for key, value in ev.values.items():
+            name = key.split("/", 1)[1]
+            if name != "rougeL_recall":
+                metrics[key] = value
+                if name != "ppl":
+                    per[name] = ev.per_sample[key]
+        if f"{split}/el_{el_n}" in ev.values:
+            details[f"forget/el_{el_n}"] = {"region": "completion (answer tokens)",
+                                            "skipped_short": ev.results[f"{split}/el_{el_n}"].details["skipped"]}
+        if icu:
+            details["bertscore_backbone"] = ev.details[f"{split}/bertscore_backbone"]
         logs[split] = log
         for k, r in enumerate(records):
             row = {"split": split, "id": r.id, "prompt": r.question, "reference": r.answer, "generation": texts[k]}
@@ -126,38 +135,9 @@ def evaluate_qa_splits(model, tokenizer, splits: dict[str, list[QARecord]], *, t
     return metrics, logs, details, rows
 
 
-def _icu_metrics(model, tokenizer, examples, gens, records, metrics, details, *, el_n: int, batch_size: int,
-                 bert_scorer) -> dict[str, list]:
-    """The ICU paper's forget-set numbers on the answers: MA, EL_n (answers of at least n+1
-    tokens), ICU's BLEU, BERTScore F1 and the entropy of the generated ids."""
-    from obliviate.metrics import memorization_accuracy
-    from obliviate.metrics.memorization import extraction_likelihood_aligned
-    from obliviate.metrics.text import bleu_icu, get_bert_scorer, token_entropy
-
-    ma = memorization_accuracy(model, examples, region="completion", batch_size=batch_size)
-    metrics["forget/ma"] = ma.value
-    el = extraction_likelihood_aligned(model, examples, n=el_n, region="completion", batch_size=64)
-    if el is not None:
-        metrics[f"forget/el_{el_n}"] = el.value
-        details[f"forget/el_{el_n}"] = {"region": "completion (answer tokens)", "skipped_short": el.details["skipped"]}
-    texts = [g.text.strip() for g in gens]
-    answers = [r.answer for r in records]
-    bleu = bleu_icu(texts, answers)
-    scorer = bert_scorer or get_bert_scorer()
-    bert = scorer.score(texts, answers)
-    ent = token_entropy([g.ids for g in gens])
-    metrics.update({"forget/bleu_icu": bleu.value, "forget/bertscore_f1": bert.value, "forget/entropy": ent.value})
-    details["bertscore_backbone"] = scorer.backbone
-    return {"ma": ma.per_sample, f"el_{el_n}": el.per_sample if el is not None else None,
-            "bleu_icu": bleu.per_sample, "bertscore_f1": bert.per_sample, "entropy": ent.per_sample}
-
-
-def _ppl(model, examples, batch_size: int) -> float:
-    """Token-weighted perplexity of the completions (the engine's retain perplexity)."""
-    from obliviate.metrics.likelihood import perplexity_of, token_logprobs, token_weighted_nll
-
-    lps = token_logprobs(model, examples, region="completion", batch_size=batch_size, show_progress=False)
-    return perplexity_of(token_weighted_nll(lps))
+# The ICU paper's forget-set numbers on the answers: MA, EL_n (answers of at least n+1 tokens),
+# ICU's BLEU, BERTScore F1 and the entropy of the generated ids.
+ICU_METRICS = ("ma", "el", "bleu_icu", "bertscore_f1", "entropy")
 
 
 def utility_numbers(metrics: dict[str, float], splits: tuple[str, ...]) -> list[float] | None:
