@@ -146,8 +146,10 @@ def satimp_loss(logits: torch.Tensor, labels: torch.Tensor, beta1: float, beta2:
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over counted positions of H(target, softmax(logits)) = -sum_v target_v log q_v."""
-    ce = -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+    """Mean over counted positions of H(target, softmax(logits)) = -sum_v target_v log q_v, computed
+    as logsumexp(z) - <target, z> (target sums to 1), which materialises no log-softmax."""
+    z = logits.float()
+    ce = torch.logsumexp(z, dim=-1) - (target * z).sum(-1)
     return (ce * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -155,7 +157,9 @@ def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Te
     """UNDIAL (Dong et al. 2024): distil toward the reference whose true-token logit is lowered by
     beta, on the label positions only (the reference code also trains on prompt and padding)."""
     targets, mask = labels[:, 1:], labels[:, 1:] != -100
-    adjusted = ref_logits[:, :-1].float() - beta * F.one_hot(targets.clamp(min=0), ref_logits.shape[-1])
+    true = targets.clamp(min=0).unsqueeze(-1)
+    ref = ref_logits[:, :-1].float()
+    adjusted = ref.scatter(-1, true, ref.gather(-1, true) - beta)
     return soft_cross_entropy(logits[:, :-1], F.softmax(adjusted, dim=-1), mask)
 
 
@@ -166,8 +170,7 @@ def ceu_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_first: int) -> t
     targets, mask = labels[:, 1:], labels[:, 1:] != -100
     mask = mask & (mask.cumsum(-1) > ignore_first)
     shifted = logits[:, :-1].float()
-    true = F.one_hot(targets.clamp(min=0), shifted.shape[-1]).bool()
-    target = F.softmax(shifted.detach().masked_fill(true, float("-inf")), dim=-1)
+    target = F.softmax(shifted.detach().scatter(-1, targets.clamp(min=0).unsqueeze(-1), float("-inf")), dim=-1)
     return soft_cross_entropy(shifted, target, mask)
 
 
