@@ -182,3 +182,20 @@ def test_redact_keeps_no_forget_text_in_the_run_folder(monkeypatch, capsys, tmp_
     code, _, err = run_cli(monkeypatch, capsys, *MICRO, "--method", "graddiff", "--out", str(plain), *FAST,
                            "stop.max_epochs=1")
     assert code == 0 and _texts_left(plain, phrases)
+
+
+def test_user_mistakes_end_in_one_error_line(monkeypatch, capsys, tmp_path):
+    binary = tmp_path / "forget.jsonl"
+    binary.write_bytes(bytes(range(256)))
+    (tmp_path / "file").write_text("x")
+    cases = [(["--model", "smolm2-135m", "--forget", "demo:forget"], "did you mean smollm2-135m"),
+             (["--model", "world-micro-target", "--forget", str(binary), "--method", "kumpr"], "is not UTF-8 text"),
+             (["--model", "world-micro-target", "--forget", str(tmp_path), "--method", "kumpr"], "is a folder"),
+             (["--model", "world-micro-target", "--forget", "demo:forget", "--out", str(tmp_path / "file")],
+              "is a file, not a folder")]
+    for args, message in cases:
+        out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
+        code, _, err = run_cli(monkeypatch, capsys, *args, *out)
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
