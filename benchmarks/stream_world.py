@@ -214,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"choose methods from {table1.METHODS}")
 
     from obliviate.data.sources import load_data
+    from obliviate.lineage import chain_curve
     from obliviate.models import load_model
     from obliviate.recipes.stream import (
         CumulativeConfig,
-        chain_curve,
         kept_sets,
         measure_model,
         original_values,

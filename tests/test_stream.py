@@ -121,10 +121,11 @@ def test_parent_errors(chain, tmp_path):
 
 def test_cumulative_evaluation_of_request_2_includes_request_1(chain, tmp_path):
     from obliviate.data.encode import encode_records
+    from obliviate.lineage import chain_curve
     from obliviate.metrics import calibrate_thresholds, memorization_accuracy
     from obliviate.models import load_model
     from obliviate.protocols.base import read_eval
-    from obliviate.recipes.stream import CumulativeConfig, chain_curve, curve_table, evaluate_cumulative
+    from obliviate.recipes.stream import CumulativeConfig, curve_table, evaluate_cumulative
 
     req1, req2 = chain
     cfg = CumulativeConfig(heldout="world:micro:holdout", retain="world:micro:retain_eval", max_retain=20)
@@ -158,6 +159,11 @@ def test_cumulative_evaluation_of_request_2_includes_request_1(chain, tmp_path):
     assert header[:3] == ["after", "#1 MA", "#2 MA"] and [r[0] for r in rows] == [
         "original", "request 1", "request 2"]
     assert rows[1][2] == ""  # request 2's set was not yet asked for after request 1
+    # The run's HTML report draws the same curve; a first request alone has no curve to draw.
+    from obliviate.report import render_run_report
+
+    assert "A stream of requests" in render_run_report(req2)
+    assert "A stream of requests" not in render_run_report(req1)
 
 
 def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, monkeypatch, capsys):

@@ -37,9 +37,11 @@ import yaml
 from obliviate.data.records import QARecord, Record
 from obliviate.data.sources import load_data
 from obliviate.errors import DataError, ObliviateError
+from obliviate.protocols.base import EVAL_FILE, read_eval
 from obliviate.runfolder import RunFolder, kind_of
 
 LINEAGE_FILE = RunFolder.LINEAGE
+CUMULATIVE = "cumulative"  # the cumulative evaluation of a chain (obliviate.recipes.stream): RUN/eval/cumulative/
 FORMAT = "obliviate-lineage/1"
 OVERLAP_POLICIES = ("skip", "again")
 
@@ -212,6 +214,23 @@ def write_lineage(run_dir: str | Path, lineage: Lineage) -> Path:
     return RunFolder.open(run_dir, "run").write_json(LINEAGE_FILE, lineage.to_dict())
 
 
+def chain_curve(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Per request of ``run_dir``'s chain (oldest first) whose run folder is still there and holds a
+    cumulative evaluation: the request number, the run, and that evaluation's ``now`` values."""
+    run_dir = Path(run_dir)
+    lineage = read_lineage(run_dir)
+    rows = []
+    for k, req in enumerate(lineage.requests, start=1):
+        folder = run_dir if k == len(lineage.requests) else Path(req.run)
+        path = folder / RunFolder.EVALS / CUMULATIVE / EVAL_FILE
+        if path.is_file():
+            doc = read_eval(path)
+            rows.append({"request": k, "run": str(folder), "now": doc["details"].get("now", {}),
+                         "original": doc["details"].get("original", {}),
+                         "thresholds": doc["details"].get("thresholds")})
+    return rows
+
+
 def origin_model(run_dir: str | Path) -> str | None:
     """The original model a run's chain started from (None when the folder holds no lineage)."""
     path = Path(run_dir) / LINEAGE_FILE
@@ -220,5 +239,21 @@ def origin_model(run_dir: str | Path) -> str | None:
     return read_lineage(run_dir).origin
 
 
-__all__ = ["LINEAGE_FILE", "Lineage", "LineageConfig", "NothingToUnlearn", "Plan", "Request", "is_run_folder", "origin_model",
-           "parent_run", "plan_request", "read_lineage", "record_hash", "set_hash", "write_lineage"]
+__all__ = [
+    "CUMULATIVE",
+    "LINEAGE_FILE",
+    "Lineage",
+    "LineageConfig",
+    "NothingToUnlearn",
+    "Plan",
+    "Request",
+    "chain_curve",
+    "is_run_folder",
+    "origin_model",
+    "parent_run",
+    "plan_request",
+    "read_lineage",
+    "record_hash",
+    "set_hash",
+    "write_lineage",
+]

@@ -24,8 +24,8 @@ def history_command(
 ) -> None:
     """Print RUN's chain of requests (parent runs, forget sets, hashes, overlaps) and the cumulative
     evaluations saved along it."""
-    from obliviate.lineage import read_lineage
-    from obliviate.recipes.stream import CumulativeConfig, chain_curve, evaluate_cumulative, format_curve
+    from obliviate.lineage import chain_curve, read_lineage
+    from obliviate.recipes.stream import CumulativeConfig, evaluate_cumulative, format_curve
 
     lineage = read_lineage(run)
     if evaluate:

@@ -37,7 +37,8 @@ def stream_command(
                                            "request")] = True,
 ) -> None:
     """Unlearn the --forget sets one after another (each run continues the previous one); resumable."""
-    from obliviate.recipes.stream import CumulativeConfig, chain_curve, format_curve, run_stream
+    from obliviate.lineage import chain_curve
+    from obliviate.recipes.stream import CumulativeConfig, format_curve, run_stream
 
     evaluation = CumulativeConfig(heldout=heldout, retain=check_retain, utility=utility) if evaluate else None
     result = run_stream(forget, model=model, out=out, method=method, retain=retain, pool=pool, config=config,

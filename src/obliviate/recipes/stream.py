@@ -40,7 +40,15 @@ from obliviate.data.io import read_json, write_json
 from obliviate.data.records import Record
 from obliviate.data.sources import load_data
 from obliviate.errors import DataError, ObliviateError
-from obliviate.lineage import NothingToUnlearn, Request, is_run_folder, read_lineage, record_hash, set_hash
+from obliviate.lineage import (
+    CUMULATIVE,
+    NothingToUnlearn,
+    Request,
+    is_run_folder,
+    read_lineage,
+    record_hash,
+    set_hash,
+)
 from obliviate.metrics import memorization_accuracy
 from obliviate.metrics.memorization import (
     ForgetThresholds,
@@ -49,15 +57,14 @@ from obliviate.metrics.memorization import (
 )
 from obliviate.metrics.mia import mia_auc, mia_scores
 from obliviate.models import load_model
-from obliviate.protocols.base import EVAL_FILE, EvalResult, read_eval, write_eval
+from obliviate.protocols.base import EVAL_FILE, EvalResult, write_eval
 from obliviate.runfolder import RunFolder, format_name, kind_of
-from obliviate.unlearning import build_config, unlearn
+from obliviate.unlearning import build_config, unlearn, write_report
 
 log = logging.getLogger(__name__)
 STREAM_FILE = RunFolder.STREAM
 ORIGINAL_FILE = "original.json"
 THRESHOLDS_FILE = "stop_thresholds.json"
-CUMULATIVE = "cumulative"  # the evaluation's name: RUN/eval/cumulative/
 CACHE_VERSION = 2  # bump when the original model's cached values would change
 SET_MEASURES = ("ma", "el", "tofu_prob", "rougeL_recall")
 KEPT_MEASURES = ("tofu_prob", "rougeL_recall")
@@ -297,8 +304,10 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
             runs.append(None)
         else:
             status[str(k)] = {"run": run.name}
-            if evaluation is not None:
+            if evaluation is not None and not (run / RunFolder.EVALS / CUMULATIVE / EVAL_FILE).is_file():
                 evaluate_cumulative(run, evaluation, original_cache=original_cache or out / ORIGINAL_FILE)
+                if (run / RunFolder.REPORT).is_file():  # redrawn with the stream's curve
+                    write_report(run)
             parent = run
             runs.append(run)
         folder.write_json(STREAM_FILE, {**plan, "status": status})
@@ -358,38 +367,6 @@ def _stream_folder(out: Path, plan: dict[str, Any]) -> tuple[RunFolder, dict[str
 
 # --------------------------------------------------------------------------- reading a chain back
 
-def chain_curve(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Per request of ``run_dir``'s chain (oldest first) whose run folder is still there and holds a
-    cumulative evaluation: the request number, the run, and that evaluation's ``now`` values."""
-    run_dir = Path(run_dir)
-    lineage = read_lineage(run_dir)
-    rows = []
-    for k, req in enumerate(lineage.requests, start=1):
-        folder = run_dir if k == len(lineage.requests) else Path(req.run)
-        path = folder / RunFolder.EVALS / CUMULATIVE / EVAL_FILE
-        if path.is_file():
-            doc = read_eval(path)
-            rows.append({"request": k, "run": str(folder), "now": doc["details"].get("now", {}),
-                         "original": doc["details"].get("original", {}),
-                         "thresholds": doc["details"].get("thresholds")})
-    return rows
-
-
-__all__ = [
-    "CumulativeConfig",
-    "StreamResult",
-    "chain_curve",
-    "evaluate_cumulative",
-    "format_curve",
-    "kept_sets",
-    "measure_model",
-    "measure_set",
-    "origin_stop_overrides",
-    "request_records",
-    "run_stream",
-]
-
-
 def curve_table(curve: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """``(header, rows)``: after each request, every forget set's MA (with its verdict: ✓ forgotten,
     ✗ not) and the retain / utility ROUGE-L; the first row is the original model."""
@@ -422,3 +399,17 @@ def format_curve(curve: Sequence[dict[str, Any]]) -> str:
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *rows]]
     return "\n".join(["cumulative evaluation: MA of each request's forget set (✓ forgotten by the calibrated "
                       "rule, ✗ not), retain / utility ROUGE-L", *lines])
+
+
+__all__ = [
+    "CumulativeConfig",
+    "StreamResult",
+    "evaluate_cumulative",
+    "format_curve",
+    "kept_sets",
+    "measure_model",
+    "measure_set",
+    "origin_stop_overrides",
+    "request_records",
+    "run_stream",
+]

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from obliviate.lineage import chain_curve
 from obliviate.runfolder import RunFolder
 
 REPORT_FILE = "report.html"
@@ -199,6 +200,7 @@ def render_run_report(run_dir: str | Path) -> str:
         plots.loss_curves(history) if history else None,
         plots.refinement_curves(history) if history else None,
         plots.target_curve(history, summary.get("target")) if history else None,
+        plots.stream_curves(chain_curve(run_dir)) if folder.has(RunFolder.LINEAGE) else None,
     ) if f is not None]
 
     attacks = folder.read_json(RunFolder.ATTACKS) if folder.has(RunFolder.ATTACKS) else []

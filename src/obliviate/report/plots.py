@@ -248,6 +248,37 @@ def target_curve(history: Sequence[Mapping[str, Any]], target: Mapping[str, Any]
                   "the KS test's p-value, on the statistic named in the overview.", _encode(fig))
 
 
+def stream_curves(curve: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """After each request of a chain (``lineage.chain_curve``): every request's forget-set MA, and
+    the retain / utility ROUGE-L; the original model at x = 0."""
+    if len(curve) < 2:
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.4))
+    last = curve[-1]
+    xs = [0, *(int(c["request"]) for c in curve)]
+    for n, key in enumerate(k for k in last["now"] if k.startswith("request-")):
+        j = int(key.split("-")[1])
+        points = [(0, last["original"].get(key, {}).get("ma"))]
+        points += [(int(c["request"]), c["now"].get(key, {}).get("ma")) for c in curve if int(c["request"]) >= j]
+        px, py = zip(*[(x, y) for x, y in points if y is not None])
+        left.plot(px, py, marker="o", ms=3, color=COLORS[n % len(COLORS)], label=f"request {j}'s set")
+    kept = [k for k in last["now"] if not k.startswith("request-")]
+    for n, key in enumerate(kept):
+        ys = [last["original"].get(key, {}).get("rougeL_recall"), *(c["now"].get(key, {}).get("rougeL_recall")
+                                                                    for c in curve)]
+        right.plot(xs, ys, marker="o", ms=3, color=COLORS[n % len(COLORS)], label=key)
+    for ax, title in ((left, "MA of each forget set (relapse check)"), (right, "ROUGE-L recall (utility)")):
+        _style(ax)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("after request (0 = original model)")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return Figure("stream", "A stream of requests", "Measured after each request of this run's chain by the "
+                  "cumulative evaluation: every earlier forget set again (a rising line is a relapse) and the "
+                  "retain / utility sets.", _encode(fig), wide=True)
+
+
 def pareto_plot(points: Sequence[Mapping[str, Any]], chosen: int | None, band: float | None = None) -> Figure | None:
     """Trials of a search: forgetting gap |AUC - 0.5| against utility loss, the Pareto front
     joined, the chosen trial circled (``recipes.tune``)."""
