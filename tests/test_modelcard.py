@@ -50,14 +50,15 @@ def test_run_writes_a_hub_model_card_without_forget_text(tmp_path):
 
 def test_card_metadata_for_hub_and_adapter_models():
     summary = {"before": {"ma": 0.9, "el_10": 0.5}, "after": {"ma": 0.1, "el_10": float("nan")},
-               "thresholds": {"ma": 0.5, "el_10": None}, "epochs": 3, "stop_reason": "thresholds", "n_forget": 4,
-               "robustness": {"relearning": {"verdict": "pass", "definition": "MA stays low after 10 steps"}}}
+               "thresholds": {"ma": 0.5, "el_10": None}, "epochs": 3, "stop_reason": "thresholds", "n_forget": 4}
+    attacks = [{"attack": "quantize8", "verdict": "held", "rule": "forget MA 0.11 <= held-out MA 0.40 + 0.02"}]
     card = build_model_card(model="smollm2-135m", method="npo", config_yaml="method: npo\n", summary=summary,
-                            forget_sha256="ab" * 32, n_forget=4, adapter=True)
+                            forget_sha256="ab" * 32, n_forget=4, adapter=True, attacks=attacks)
     parsed = ModelCard(str(card))
     assert parsed.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and parsed.data.library_name == "peft"
     assert parsed.data.to_dict()["unlearning"]["after"] == {"ma": 0.1, "el_10": None}  # NaN is not YAML
     assert "| forgotten (stopping thresholds) | yes | mean ma < 0.5" in parsed.text
-    assert "| relearning | pass | MA stays low after 10 steps |" in parsed.text
+    assert "| robustness: quantize8 | held | forget MA 0.11 <= held-out MA 0.40 + 0.02 |" in parsed.text
+    assert parsed.data.to_dict()["unlearning"]["robustness"] == {"quantize8": "held"}
     assert build_model_card(model="org/model-1", method="icu", config_yaml="", summary=summary,
                             forget_sha256="0" * 64, n_forget=4).data.base_model == "org/model-1"

@@ -30,7 +30,9 @@ def _scalars(log_dir):
 def test_tensorboard_scalars_equal_metrics_jsonl(tmp_path):
     out = tmp_path / "run"
     result = obliviate.unlearn("world-micro-target", "world:micro:forget", method="graddiff",
-                               retain="world:micro:retain", out=out, overrides=[*FAST, "train.report_to=tensorboard"])
+                               retain="world:micro:retain", out=out,
+                               overrides=[*FAST, "train.report_to=tensorboard", "audit.attacks=sample", "audit.samples=2",
+                                          "audit.heldout=world:micro:holdout"])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     acc, scalars = _scalars(out / "logs" / "obliviate")
 
@@ -56,8 +58,14 @@ def test_tensorboard_scalars_equal_metrics_jsonl(tmp_path):
     for when in ("before", "after"):
         for key, value in result.summary[when].items():
             assert scalars[f"final/{when}/{key}"] == [(2, pytest.approx(value, rel=1e-6, abs=1e-6))]
+    # The attack's verdict (audit.attacks) as a number, and in the text with its rule, as in the model card.
+    held = result.summary["robust/sample/held"]
+    assert scalars["final/robust/sample/held"] == [(2, held)]
     text = acc.Tensors("summary/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "| metric | before | after |" in text and "| ma |" in text
+    verdict = "held" if held == 1.0 else "recovered"
+    assert f"| robustness: sample | {verdict} |" in text
+    assert f"| robustness: sample | {verdict} |" in (out / "model" / "README.md").read_text()
 
 
 def test_report_to_is_checked_before_any_work(tmp_path):

@@ -50,15 +50,18 @@ def describe_metric(name: str) -> str:
 
 
 def build_model_card(*, model: str | None, method: str, config_yaml: str, summary: Mapping[str, Any],
-                     forget_sha256: str, n_forget: int, adapter: bool = False) -> ModelCard:
-    """The card as a ``ModelCard`` (``str(card)`` is the README text)."""
+                     forget_sha256: str, n_forget: int, adapter: bool = False,
+                     attacks: Sequence[Mapping[str, Any]] = ()) -> ModelCard:
+    """The card as a ``ModelCard`` (``str(card)`` is the README text). ``attacks``: the robustness
+    attacks' results (``AttackResult.to_dict()``), when the run made them."""
     base = _hub_id(model)
     data = ModelCardData(
         base_model=base, library_name="peft" if adapter else "transformers", pipeline_tag="text-generation",
         tags=["obliviate", "unlearning", method],
         unlearning={"method": method, "forget_set": {"count": n_forget, "sha256": forget_sha256},
                     "stop_reason": summary.get("stop_reason"), "epochs": summary.get("epochs"),
-                    "before": _clean(summary.get("before")), "after": _clean(summary.get("after"))},
+                    "before": _clean(summary.get("before")), "after": _clean(summary.get("after")),
+                    "robustness": {a["attack"]: a["verdict"] for a in attacks}},
     )
     body = "\n".join([
         f"# {method} unlearning of {model or 'a model'}",
@@ -83,7 +86,7 @@ def build_model_card(*, model: str | None, method: str, config_yaml: str, summar
         "",
         "## Verdicts",
         "",
-        verdicts_markdown(summary),
+        verdicts_markdown(summary, attacks),
         "",
         "## Configuration",
         "",
@@ -137,8 +140,9 @@ def measurements_markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def verdicts_markdown(summary: Mapping[str, Any]) -> str:
-    """The stopping rule's verdict (thresholds on the forget means) and any robustness checks."""
+def verdicts_markdown(summary: Mapping[str, Any], attacks: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The stopping rule's verdict (thresholds on the forget means) and the robustness attacks' verdicts,
+    each with the rule it follows."""
     after, thresholds = summary.get("after") or {}, summary.get("thresholds") or {}
     lines = ["| check | verdict | definition |", "|---|---|---|"]
     set_thresholds = {k: t for k, t in thresholds.items() if t is not None}
@@ -152,17 +156,14 @@ def verdicts_markdown(summary: Mapping[str, Any]) -> str:
         lines.append(f"| samples forgotten (refinement) | {refinement.get('forgotten')} of "
                      f"{summary.get('n_forget')} | samples whose greedy continuation no longer reproduces the "
                      "target; they were dropped from training |")
-    robustness = summary.get("robustness") or {}
-    for name, result in robustness.items():
-        verdict = result.get("verdict") if isinstance(result, Mapping) else result
-        definition = result.get("definition", "-") if isinstance(result, Mapping) else "-"
-        lines.append(f"| {name} | {_fmt(verdict)} | {definition} |")
-    if not robustness:
-        lines.append("| robustness attacks | not run | relearning, quantization or paraphrase attacks were not "
-                     "part of this run |")
+    for attack in attacks:
+        lines.append(f"| robustness: {attack['attack']} | {attack['verdict']} | {attack.get('rule') or '-'} |")
+    if not attacks:
+        lines.append("| robustness attacks | not run | sampling, quantization, relearning, prompt and membership "
+                     "attacks were not part of this run (audit.attacks) |")
     return "\n".join(lines)
 
 
-def tables_markdown(summary: Mapping[str, Any]) -> str:
+def tables_markdown(summary: Mapping[str, Any], attacks: Sequence[Mapping[str, Any]] = ()) -> str:
     """The card's two tables (measurements, verdicts): what trackers get as the run's text summary."""
-    return f"{measurements_markdown(summary)}\n\n{verdicts_markdown(summary)}"
+    return f"{measurements_markdown(summary)}\n\n{verdicts_markdown(summary, attacks)}"

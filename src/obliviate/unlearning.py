@@ -467,11 +467,13 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
                                   "distributed_type": str(engine.acc.distributed_type.value),
                                   "sharded_weights": engine.sharded,
                                   "weights_sha256_per_process": exported.per_process_sha256}
+    attacks: list[dict[str, Any]] = []
     if cfg.audit.attacks and engine.acc.is_main_process and exported.model is not None:
         found = _attacks(cfg, exported.model, tokenizer, forget_records, retain_records, template)
         summary.update(attack_summary(found))
+        attacks = [r.to_dict() for r in found]
         if folder is not None:
-            folder.write_json(RunFolder.ATTACKS, [r.to_dict() for r in found])
+            folder.write_json(RunFolder.ATTACKS, attacks)
     if folder is not None and engine.acc.is_main_process:
         writer.write(engine.report())  # type: ignore[union-attr]
         if (run_dir / "neighbors.json").is_file():
@@ -480,13 +482,13 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
             modelcard.write_model_card(run_dir / "model", model=cfg.model, method=cfg.method,
                                        config_yaml=config_yaml(cfg), summary=summary,
                                        forget_sha256=summary["forget_sha256"], n_forget=len(forget_records),
-                                       adapter=exported.format == "peft_adapter")
+                                       adapter=exported.format == "peft_adapter", attacks=attacks)
         folder.write_summary(summary)  # written last: its presence means "finished"
         if not cfg.keep_final_checkpoint:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         if cfg.report.enabled:
             write_report(run_dir)
-    engine.tracker.finish(summary, modelcard.tables_markdown(summary))
+    engine.tracker.finish(summary, modelcard.tables_markdown(summary, attacks))
     engine.acc.wait_for_everyone()
     if exported.model is not None:  # None on the other processes of a ZeRO-3/FSDP run
         exported.model.eval()

@@ -7,8 +7,9 @@ makes the engine's ``Accelerator`` log, on the main process only:
   averaged over the micro-batches of the step's accumulation window on the main process;
 * ``epoch/<key>`` for every number of the epoch's row of ``metrics.jsonl`` (epoch 0 = before
   unlearning), at step = epoch, plus ``epoch/forgotten`` (samples refinement has dropped so far);
-* at the end ``final/before/<metric>`` and ``final/after/<metric>`` (step = last epoch) and a text
-  ``summary``: the model card's tables of measurements and verdicts (robustness ones when the run has them).
+* at the end ``final/before/<metric>``, ``final/after/<metric>`` and, when the run attacked its model
+  (``audit.attacks``), ``final/robust/<attack>/held|recovery`` (step = last epoch), and a text
+  ``summary``: the model card's tables of measurements and verdicts.
 
 TensorBoard event files go to ``RUN/logs/obliviate/``, W&B's run files to ``RUN/logs/wandb/`` (offline
 with ``WANDB_MODE=offline``; ``wandb sync`` uploads them later); MLflow logs where
@@ -104,7 +105,8 @@ class RunTracker:
             return
         step = int(summary.get("epochs") or 0)
         values: dict[str, Any] = {**numbers(summary.get("before") or {}, "final/before/"),
-                                  **numbers(summary.get("after") or {}, "final/after/")}
+                                  **numbers(summary.get("after") or {}, "final/after/"),
+                                  **numbers({k: v for k, v in summary.items() if k.startswith("robust/")}, "final/")}
         if text:
             values["summary"] = text
         self.acc.log(values, step=step)
