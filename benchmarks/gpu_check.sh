@@ -9,18 +9,19 @@
 #
 # A GPU machine without network whose python3 holds a CUDA torch, transformers, accelerate, peft, ... (the
 # device image this project is lent): fetch the rest as wheels where pip works, carry them along:
-#   bash benchmarks/gpu_check.sh --fetch-wheels .whl      # here; about 30 MB
+#   bash benchmarks/gpu_check.sh --fetch-wheels .whl      # here; about 26 MB
 #   OBLIVIATE_WHEELS=.whl bash benchmarks/gpu_check.sh    # there
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--fetch-wheels" ]; then
   dir=${2:?usage: bash benchmarks/gpu_check.sh --fetch-wheels DIR}
   PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
-  # obliviate's dependencies that image lacks (with theirs), for CPython 3.12 on x86-64 Linux.
+  # What the check imports and that image lacks (with their own needs), for CPython 3.12 on x86-64 Linux;
+  # openai (ULMR's generator only) stays behind.
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$dir" datasets dill multiprocess omegaconf gguf bert-score nltk \
-    faiss-cpu openai jiter distro pydantic pydantic-core annotated-types typing-inspection hjson
+    faiss-cpu pydantic pydantic-core annotated-types typing-inspection hjson
   # Pure-Python packages published as source only: built into wheels here (deepspeed's ops compile there, JIT).
   "$PY" -m pip wheel -q --no-deps -w "$dir" antlr4-python3-runtime==4.9.3 rouge-score deepspeed
   du -sh "$dir"

@@ -126,7 +126,7 @@ def run_ulmr(model: str | Path, forget: Any, *, out: str | Path, config: Any = N
     never the restructured file (that takes ``regenerate``, which keeps a backup).
     """
     from obliviate.data.io import read_json, write_json
-    from obliviate.data.sources import load_data
+    from obliviate.data.sources import as_records
     from obliviate.models import load_model
     from obliviate.ulmr.merge import checkpoint_fingerprint, merge_checkpoints, parse_alphas
     from obliviate.ulmr.restructure import (
@@ -171,7 +171,7 @@ def run_ulmr(model: str | Path, forget: Any, *, out: str | Path, config: Any = N
             shutil.rmtree(path, ignore_errors=True)
         info.unlink(missing_ok=True)
     write_json(base_info, {"model": str(model), "fingerprint": base_fp})
-    forget_records = load_data(forget) if isinstance(forget, str | Path) else list(forget)
+    forget_records = as_records(forget)
     if cfg.data.max_forget is not None:
         forget_records = forget_records[:cfg.data.max_forget]
 
@@ -276,7 +276,7 @@ def _measure_before_after(cfg: Any, model_spec: Any, final: Any, tokenizer: Any,
     original and the averaged model, and the report's before/after generations."""
 
     from obliviate.data.encode import PromptTemplate, encode_records
-    from obliviate.data.sources import load_data
+    from obliviate.data.sources import as_records
     from obliviate.metrics import memorization_accuracy
     from obliviate.metrics.likelihood import perplexity_of, token_logprobs, token_weighted_nll
     from obliviate.metrics.memorization import extraction_likelihood_aligned
@@ -285,9 +285,9 @@ def _measure_before_after(cfg: Any, model_spec: Any, final: Any, tokenizer: Any,
 
     ev = cfg.eval
     template = PromptTemplate(mode=cfg.data.template)
-    forget_records = load_data(forget) if isinstance(forget, str | Path) else list(forget)
+    forget_records = as_records(forget)
     forget_records = forget_records[: cfg.data.max_forget] if cfg.data.max_forget else forget_records
-    retain_records = [] if retain is None else (load_data(retain) if isinstance(retain, str | Path) else list(retain))
+    retain_records = [] if retain is None else as_records(retain)
     enc = encode_records(forget_records, tokenizer, template, max_length=cfg.train.max_length)
     renc = encode_records(retain_records[: ev.max_retain_samples], tokenizer, template) if ev.retain else []
     n = cfg.report.samples if cfg.report.enabled else 0
