@@ -130,3 +130,19 @@ def load_records_of(rows):
     from obliviate.data.io import parse_record
 
     return [parse_record(r, index=i) for i, r in enumerate(rows)]
+
+
+def test_cli_hub_id_offline_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from obliviate.cli import main
+
+    monkeypatch.setattr(hf.hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(sys, "argv", ["obliviate", "audit", "--model", "world-micro-target", "--data",
+                                      "hf:locuslab/TOFU:forget10", "--out", str(tmp_path / "audit")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and "Traceback" not in err
+    assert err.startswith("error: hf:locuslab/TOFU:forget10: offline") and "the data must be local" in err
+    assert not (tmp_path / "audit").exists()

@@ -11,7 +11,8 @@ app = typer.Typer(
     name="obliviate",
     help="Make a trained language model forget specific data -- and prove it with measurements.\n\n"
     "Start with `obliviate demo`. A MODEL is a Hugging Face id, a local folder, a .gguf file or a "
-    "built-in name (`obliviate models`).",
+    "built-in name (`obliviate models`). DATA is a record file (.jsonl/.json/.csv/.parquet), a datasets "
+    "save_to_disk folder, a hub dataset hf:<repo>[:<config>[:<split>]] or a built-in name (demo:forget).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

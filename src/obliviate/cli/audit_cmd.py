@@ -13,7 +13,7 @@ from obliviate.cli.app import app
 def audit_command(
     model: str = typer.Option(..., "--model", "-m", help="MODEL: built-in name, local folder, .gguf, hub id, or a "
                               "run folder (its model/)"),
-    data: str = typer.Option(..., "--data", "-d", help="DATA: a record file or built-in spec (demo:forget, pile:0@DIR)"),
+    data: str = typer.Option(..., "--data", "-d", help="DATA: a record file (.jsonl/.json/.csv/.parquet), a datasets folder, hf:<repo>[:<config>[:<split>]] or built-in spec (demo:forget, pile:0@DIR)"),
     metrics: str = typer.Option(None, "--metrics", help="comma-separated, e.g. ma,el_10,exact,bleu_icu,bertscore,"
                                 "rougeL_f1,entropy,tofu_prob,rougeL_recall,truth_ratio,loss,bleu "
                                 "(default: by record type)"),

@@ -18,7 +18,7 @@ def unlearn_command(
     overrides: Annotated[list[str] | None, typer.Argument(
         metavar="[KEY=VALUE]...", help="config overrides, e.g. train.lr=1e-5 stop.max_epochs=5 method_args.alpha=0.3")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL: built-in name, folder, .gguf, hub id, or a run folder to continue")] = None,
-    forget: Annotated[str | None, typer.Option("--forget", "-f", help="forget set: a file or a built-in name (demo:forget, ...)")] = None,
+    forget: Annotated[str | None, typer.Option("--forget", "-f", help="forget set (DATA): a file, a datasets folder, hf:<repo>[:<config>[:<split>]] or a built-in name (demo:forget, ...)")] = None,
     retain: Annotated[str | None, typer.Option("--retain", "-r", help="retain set (graddiff, kl, npo, simnpo, idkdpo, llmu need one)")] = None,
     analogous: Annotated[str | None, typer.Option(help="ICU: one analogous record per forget record, in the same order")] = None,
     pool: Annotated[str | None, typer.Option(help="ICU: choose analogous samples from this set by nearest neighbour")] = None,
