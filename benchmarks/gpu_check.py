@@ -223,7 +223,9 @@ def step_throughput(c: Check, model: str) -> None:
 
 def _throughput_rows(c: Check, out: str, label: str) -> None:
     found = False
-    for method, bare, engine, cost in re.findall(r"^(\w+)\s.*?\s(\d+)\s+(\d+)\s+([\d.]+)x$", out, re.M):
+    # A method's row ends with: bare tok/s, engine tok/s, cost (and the reference's MiB in newer versions).
+    for method, bare, engine, cost in re.findall(r"^(\w+)\s.*?\s(\d+)\s+(\d+)\s+([\d.]+)x(?:\s+[\d.]+)?$", out,
+                                                 re.M):
         found = True
         c.add("throughput", f"{method}{label}: engine {engine} tok/s", f"bare loop {bare} tok/s",
               f"cost {cost}x" + (f" (goal <= 1.5x: {'met' if float(cost) <= 1.5 else 'NOT met'})"
