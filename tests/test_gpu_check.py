@@ -39,3 +39,22 @@ def test_gpu_check_quick_measures_every_step_on_cpu(tmp_path):
     assert "skipped in --quick" in by_step["demo"][0]
     assert {"demo", "metrics", "throughput", "attacks", "zero3"} <= set(by_step)
     assert "FAIL" not in table
+
+
+def test_demo_rows_checked_against_goals_and_the_published_cpu_run(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_check
+    from obliviate.demo import build_table
+
+    cpu = gpu_check.published_demo_table()  # README's table of the CPU run
+    assert cpu["forget MA"] == (0.746, 0.394) and cpu["held-out MA"] == (0.412, 0.412)
+    splits = {"forget": {"ma": 0.75, "el_4": 0.16, "bleu_icu": 0.2, "bertscore_f1": 0.58},
+              "retain": {"ma": 0.82, "bleu_icu": 0.18}, "heldout": {"ma": 0.41}}
+    after = {"forget": {"ma": 0.40, "el_4": 0.01, "bleu_icu": 0.02, "bertscore_f1": 0.60},
+             "retain": {"ma": 0.70, "bleu_icu": 0.17}, "heldout": {"ma": 0.41}}
+    table = build_table({k: {"summary": v} for k, v in splits.items()}, {k: {"summary": v} for k, v in after.items()}, 4)
+    rows = {figure.split(":")[0]: (versus, verdict) for figure, versus, verdict in gpu_check.demo_rows(table, cpu, 0.05)}
+    assert rows["forget MA"] == ("CPU 0.746 -> 0.394", "drops to the held-out level: ok")
+    assert rows["forget BLEU"][0] == "CPU 0.195 -> 0.021"  # README names it "... of the continuation"
+    assert rows["forget BERTScore F1"][1] == "drops: NOT met"  # 0.58 -> 0.60 rose
+    assert rows["retain MA"][1] == "stays: NOT met" and rows["held-out MA"][1] == "stays: ok"
