@@ -162,13 +162,16 @@ def _ascent(model, tok, records, *, lr: float, steps: int):
 def test_relearning_half_the_forget_set_restores_the_other_half(world):
     target, _, tok, forget, heldout, _ = world
     unlearned = _ascent(target, tok, forget, lr=5e-4, steps=16)
-    cfg = AttackConfig(relearn_lr=3e-4, relearn_steps=12)
+    cfg = AttackConfig(relearn_lr=1e-3, relearn_steps=20)
     before = measure(unlearned, tok, {"forget": forget[1::2], "heldout": heldout}, cfg)
     assert calibrated_verdict(before["forget"], before["heldout"])[0] == "held"  # forgotten by the ascent
     baseline, res = run_attacks(unlearned, tok, forget, heldout, "relearn", original=target, config=cfg)
     assert baseline.attack == "none" and baseline.verdict == "held"
     assert res.attack == "relearn_half" and res.verdict == "recovered"
-    assert res.forget["ma"] > res.unlearned["ma"] + 0.15 and res.recovery["ma"] > 0.25
+    assert res.forget["ma"] > res.unlearned["ma"] + 0.3 and res.recovery["ma"] > 0.5
+    # the calibrated level is the same attack on never-seen people: relearning half of their facts
+    # teaches something about the other half too, and only what goes beyond that counts
+    assert baseline.heldout["ma"] + 0.2 < res.heldout["ma"] < res.forget["ma"] - 0.1
     assert res.details["trained_on"].startswith("4 forget records")
     flat = summary([res])
     assert flat["robust/relearn_half/held"] == 0.0 and flat["robust/relearn_half/recovery"] == pytest.approx(
