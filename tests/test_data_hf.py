@@ -146,3 +146,18 @@ def test_cli_hub_id_offline_is_a_one_line_error(monkeypatch, capsys, tmp_path):
     assert exit_info.value.code == 2 and "\n" not in err and "Traceback" not in err
     assert err.startswith("error: hf:locuslab/TOFU:forget10: offline") and "the data must be local" in err
     assert not (tmp_path / "audit").exists()
+
+
+def test_hub_spec_loads_through_load_dataset_from_a_local_clone(jsonl, tmp_path, monkeypatch):
+    # A hub dataset repository cloned locally (offline): hf:<folder>[:<config>[:<split>]] reads it through
+    # datasets.load_dataset, split "train" by default.
+    monkeypatch.setattr(hf.hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    repo = tmp_path / "TOFU"
+    (repo / "data").mkdir(parents=True)
+    _dataset(ROWS).to_parquet(str(repo / "data" / "train-00000-of-00001.parquet"))
+    _dataset(ROWS[:1]).to_parquet(str(repo / "data" / "test-00000-of-00001.parquet"))
+    assert load_data(f"hf:{repo}") == load_records(jsonl)
+    assert load_data(f"hf:{repo}::test") == load_records(jsonl)[:1]
+    with pytest.raises(ObliviateError, match=r"^hf:.*: .*split"):
+        load_data(f"hf:{repo}::validation")

@@ -60,5 +60,6 @@ def test_card_metadata_for_hub_and_adapter_models():
     assert "| forgotten (stopping thresholds) | yes | mean ma < 0.5" in parsed.text
     assert "| robustness: quantize8 | held | forget MA 0.11 <= held-out MA 0.40 + 0.02 |" in parsed.text
     assert parsed.data.to_dict()["unlearning"]["robustness"] == {"quantize8": "held"}
-    assert build_model_card(model="org/model-1", method="icu", config_yaml="", summary=summary,
-                            forget_sha256="0" * 64, n_forget=4).data.base_model == "org/model-1"
+    hub = build_model_card(model="org/model-1", method="icu", config_yaml="", forget_sha256="0" * 64, n_forget=4,
+                           summary={**summary, "forget": "<4 records given in Python>"})
+    assert hub.data.base_model == "org/model-1" and "pass the same records to reproduce" in hub.text

@@ -76,7 +76,8 @@ def build_model_card(*, model: str | None, method: str, config_yaml: str, summar
         f"- Forget-set SHA-256: `{forget_sha256}` -- order-free, over the SHA-256 of each record's content "
         "(question + answer, or prefix + target; ids excluded), as in `lineage.json`; recompute it with "
         "`obliviate.modelcard.forget_set_sha256(load_data(SPEC))`.",
-        f"- Data spec: `{summary.get('forget') or '-'}`.",
+        f"- Data spec: `{summary.get('forget') or '-'}`"
+        f"{' (records given in Python: pass the same records to reproduce the run)' if _in_python(summary) else ''}.",
         "",
         "## Measurements before and after unlearning",
         "",
@@ -114,6 +115,10 @@ def write_model_card(model_dir: str | Path, **kwargs: Any) -> Path:
     path = Path(model_dir) / CARD_FILE
     atomic_write_text(path, str(build_model_card(**kwargs)))
     return path
+
+
+def _in_python(summary: Mapping[str, Any]) -> bool:
+    return str(summary.get("forget") or "").startswith("<")
 
 
 def _hub_id(model: str | None) -> str | None:
