@@ -7,7 +7,8 @@ exactly as for JSONL (TOFU's question/answer/perturbed_answer, MUSE's prompt/gt,
 * ``load_saved_dataset("folder")``: what ``Dataset.save_to_disk`` wrote (a ``DatasetDict``'s split
   is its sub-folder, ``folder/<split>``)
 * ``load_hub_dataset("locuslab/TOFU:forget10")``: ``<repo>[:<config>[:<split>]]``, split ``train`` by
-  default; without network it fails at once (no retries) and says that the data must be local
+  default; ``<repo>`` may be a local clone of the hub repository (a folder); without network a hub
+  id fails at once (no retries) and says that the data must be local
 * ``records_from_dataset(ds)``: a ``datasets.Dataset`` given in Python
 """
 
