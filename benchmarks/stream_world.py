@@ -176,21 +176,24 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     base_u, base_ma = results["original"]["utility_rougeL_recall"], results["original_first_ma"]
-    for method, res in results["methods"].items():
+    colors = plt.cm.tab20.colors  # distinct colours for up to 20 methods
+    for n, (method, res) in enumerate(results["methods"].items()):
         steps = res["steps"]
         xs = [0, *(r["after"] for r in steps)]
-        line, = left.plot(xs, [base_u, *(r["utility_rougeL_recall"] for r in steps)], marker="o", label=method)
+        line, = left.plot(xs, [base_u, *(r["utility_rougeL_recall"] for r in steps)], marker="os^v"[n % 4],
+                          ls=("-", "--")[n // 10 % 2], color=colors[n % 20], label=method)
         left.plot([xs[-1]], [res["batch"]["utility_rougeL_recall"]], marker="x", ms=9, color=line.get_color())
         left.set_xticks(xs)
         right.set_xticks(xs)
-        right.plot(xs, [base_ma, *res["first_set_ma"]], marker="o", color=line.get_color(), label=method)
+        right.plot(xs, [base_ma, *res["first_set_ma"]], marker=line.get_marker(), ls=line.get_linestyle(),
+                   color=line.get_color(), label=method)
     left.axhline(results["retrain"]["utility_rougeL_recall"], ls="--", color="grey", label="retrain")
     right.axhline(results["retrain_first_ma"], ls="--", color="grey", label="retrain")
     left.set(xlabel="after request", ylabel="world facts ROUGE-L recall", title="utility (x = batch)")
     right.set(xlabel="after request", ylabel="MA of request 1's set", title="relapse of the first request")
-    left.legend(fontsize=7)
+    left.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
