@@ -82,11 +82,11 @@ def build_run(model_spec: str, method: str, batch_size: int, samples: int, extra
     """(model, tokenizer, method spec, method config, train config, data) as ``obliviate.unlearn``
     would build them, with the method's paper defaults and our batch settings."""
     from obliviate.data.encode import PromptTemplate, encode_records
+    from obliviate.data.refusals import load_refusals
     from obliviate.data.sources import load_data
     from obliviate.engine import mismatch_alternates, refusal_alternates
     from obliviate.engine.data import fixed_alternates
     from obliviate.methods.altpo import sample_alternates
-    from obliviate.methods.dpo import load_refusals
     from obliviate.methods.layers import decoder_layers
     from obliviate.models import load_model
     from obliviate.unlearning import build_config
@@ -111,7 +111,7 @@ def build_run(model_spec: str, method: str, batch_size: int, samples: int, extra
     if req.analogous:
         data.analogous = encode_records(retain_records[:len(forget_records)], tok, template)
     if req.alternates == "refusals":
-        data.alternates = refusal_alternates(forget_records, data.forget, load_refusals(None), tok, template,
+        data.alternates = refusal_alternates(forget_records, data.forget, load_refusals(None)[0], tok, template,
                                              cfg.train.seed)
     elif req.alternates == "retain_completions":
         data.alternates = mismatch_alternates(data.forget, data.retain, req.alternates_per_sample, cfg.train.seed)

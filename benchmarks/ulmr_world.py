@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     from obliviate.data.encode import DEFAULT_TEMPLATE
     from obliviate.data.sources import load_data
     from obliviate.guardrails import OutputFilter, forget_subjects, system_prompt_template
-    from obliviate.methods.ulmr import run_ulmr
     from obliviate.models import load_model, resolve_model
+    from obliviate.recipes.ulmr import run_ulmr
     from obliviate.ulmr.evaluate import TableRow, evaluate_qa, forget_truth_ratios, format_table, qa_records
     from obliviate.ulmr.merge import parse_alphas
     from obliviate.ulmr.sweep import alpha_sweep

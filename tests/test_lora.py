@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import obliviate
+from obliviate import unlearning
 from obliviate.engine import Callback
 from obliviate.engine.distributed import weights_sha256
 from obliviate.engine.reference import AdapterReference
@@ -42,8 +43,9 @@ def micro():
 def _run(micro, method: str, overrides: list[str], **kwargs):
     model, tok, forget, retain = micro
     extra = {"analogous": retain[:8]} if method == "icu" else {}
-    return obliviate.unlearn(copy.deepcopy(model), forget, method=method, retain=retain, tokenizer=tok,
-                             overrides=[*FAST, *EXTRA.get(method, []), *overrides], **extra, **kwargs)
+    # One training run of each method's loss (for ulmr: its SFT step, not the whole recipe).
+    return unlearning.unlearn(copy.deepcopy(model), forget, method=method, retain=retain, tokenizer=tok,
+                              overrides=[*FAST, *EXTRA.get(method, []), *overrides], **extra, **kwargs)
 
 
 def _texts(records) -> list[str]:

@@ -80,13 +80,14 @@ def test_registry_names_and_aliases():
 
 
 def test_refusals_file_formats(tmp_path):
+    from obliviate.data.refusals import load_refusals
     from obliviate.errors import DataError
-    from obliviate.methods.dpo import BUILTIN_REFUSALS, load_refusals
 
-    assert load_refusals(None) == BUILTIN_REFUSALS
+    builtin, source = load_refusals(None)
+    assert source == "builtin" and builtin[0] == "I'm sorry, but I can't help with that question."
     f = tmp_path / "idk.jsonl"
     f.write_text('I have no idea.\n"A JSON string."\n{"text": "An object."}\n\n')
-    assert load_refusals(str(f)) == ("I have no idea.", "A JSON string.", "An object.")
+    assert load_refusals(str(f))[0] == ["I have no idea.", "A JSON string.", "An object."]
     f.write_text('{"other": 1}\n')
     with pytest.raises(DataError, match="line 1"):
         load_refusals(str(f))

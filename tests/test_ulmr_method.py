@@ -13,8 +13,9 @@ import pytest
 from obliviate.data.sources import load_data
 from obliviate.errors import ObliviateError
 from obliviate.methods import get_method
-from obliviate.methods.ulmr import ULMRConfig, run_ulmr
+from obliviate.methods.ulmr import ULMRConfig
 from obliviate.models import load_model
+from obliviate.recipes.ulmr import run_ulmr
 from obliviate.ulmr.evaluate import evaluate_qa
 from obliviate.ulmr.merge import average_state_dicts
 
@@ -47,7 +48,7 @@ def test_ulmr_on_the_micro_world_forgets_and_averaging_restores_utility(tmp_path
     assert result.restructured.status == "generated" and len(result.restructured.records) == 30
     assert {r.meta["source_id"] for r in result.restructured.records} == {r.id for r in forget}
     assert len(people) == 1
-    info = json.loads((tmp_path / "run" / "ulmr.json").read_text())
+    info = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert info["alpha"] == 0.0 and info["sft"]["epochs"] == 4
 
     sft = evaluate_qa(result.model, result.tokenizer, splits, max_new_tokens=24).row

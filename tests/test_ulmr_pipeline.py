@@ -24,7 +24,7 @@ def test_unlearn_method_ulmr_runs_the_pipeline(tmp_path):
     run = tmp_path / "ulmr"
     res = CliRunner().invoke(app, ["unlearn", "--out", str(run), *ARGS])
     assert res.exit_code == 0, res.output
-    for name in ("config.yaml", "summary.json", "metrics.jsonl", "trace.json", "report.html", "ulmr.json",
+    for name in ("config.yaml", "summary.json", "metrics.jsonl", "trace.json", "report.html",
                  "restructured.jsonl", "model/config.json", "sft/model/config.json"):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())

@@ -17,7 +17,7 @@ convention). The scores depend on which runs are compared, so the table always l
 
 Rows come from:
 
-* run folders of ``obliviate unlearn`` / ``obliviate ulmr run``: the method's name, the run's own
+* run folders of ``obliviate unlearn`` / ``obliviate ulmr run`` (the same format): the method's name, the run's own
   after-unlearning measurements (``run/ma``, ``run/el_10``, ``run/retain_ppl``) and every
   evaluation saved inside it (``RUN/eval/<benchmark>/eval.json``); with ``before=True`` also
   the run's original model as a reference row;
@@ -41,7 +41,6 @@ from obliviate.evaluation.registry import arrow, direction
 from obliviate.protocols.base import EVAL_FILE, read_eval
 from obliviate.runfolder import MARKER, RunFolder, kind_of
 
-ULMR_FILE = "ulmr.json"
 RUN_KEYS = ("ma", "el_", "retain_ppl", "retain_nll")  # summary keys shown as run/<key>
 PPL_CAP = 1000.0
 SCORES = ("s_z", "s_m")
@@ -52,7 +51,7 @@ class Row:
     label: str
     metrics: dict[str, float]
     reference: bool = False
-    kind: str = "eval"  # unlearn | ulmr | eval | before
+    kind: str = "eval"  # unlearn | eval | before
     path: Path | None = None
     notes: str = ""
     info: dict[str, Any] = field(default_factory=dict)  # summary / eval settings, for the report
@@ -88,8 +87,6 @@ def row_from_eval(path: Path, *, reference: bool | None = None) -> Row:
 
 def run_label(run_dir: Path) -> str:
     folder = RunFolder.open(run_dir, "run")
-    if folder.has(ULMR_FILE):
-        return f"ulmr α={folder.read_json(ULMR_FILE).get('alpha')}"
     summary = folder.read_summary()
     return str(summary.get("label") or summary.get("method") or run_dir.name)
 
@@ -108,9 +105,8 @@ def rows_from_run(run_dir: Path, *, before: bool = False) -> list[Row]:
         ev = row_from_eval(folder)
         metrics.update(ev.metrics)
         benchmarks.append(ev.info.get("benchmark"))
-    kind = "ulmr" if (run_dir / ULMR_FILE).is_file() else "unlearn"
     note = f"{summary.get('epochs')} epochs, stop: {summary.get('stop_reason')}" if summary.get("epochs") else ""
-    rows = [Row(run_label(run_dir), metrics, kind=kind, path=run_dir, notes=note,
+    rows = [Row(run_label(run_dir), metrics, kind="unlearn", path=run_dir, notes=note,
                 info={"summary": summary, "benchmarks": benchmarks})]
     if before and summary.get("before"):
         base = {f"run/{k}": float(v) for k, v in summary["before"].items()
@@ -292,7 +288,7 @@ def build_table(rows: Sequence[Row], *, columns: Sequence[str] | None = None,
 def _mismatches(ranked: Sequence[Row]) -> list[str]:
     """Runs ranked together should have unlearned the same data from the same model: different
     forget sets make s_z / s_m meaningless (they are not computed); different models are flagged."""
-    runs = [r for r in ranked if r.kind in ("unlearn", "ulmr")]
+    runs = [r for r in ranked if r.kind == "unlearn"]
     out = []
     for key, what, consequence in (("forget", "different forget sets", "s_z / s_m are not computed"),
                                    ("model", "different models", "rank them with care")):

