@@ -282,3 +282,59 @@ def test_rmu_layer_beyond_the_model_fails_before_writing(micro, tmp_path):
         obliviate.unlearn(copy.deepcopy(model), forget, method="rmu", retain=retain, tokenizer=tok,
                           out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_rmu_direction_is_a_fixed_unit_vector():
+    from obliviate.methods.rmu import random_direction
+
+    u = random_direction(64, seed=0)
+    assert torch.allclose(u.norm(), torch.tensor(1.0)) and (u >= 0).all()  # U[0, 1) entries, normalised
+    assert torch.equal(u, random_direction(64, seed=0)) and not torch.equal(u, random_direction(64, seed=1))
+
+
+def _tiny_batches(tok):
+    from obliviate.data.encode import Encoded, collate
+
+    forget = collate([Encoded((5, 6, 7, 8, 9), 2), Encoded((10, 11, 12), 1)], tok.pad_token_id)
+    alternate = collate([Encoded((5, 6, 20, 21), 2), Encoded((5, 6, 22), 2), Encoded((10, 30, 31), 1)],
+                        tok.pad_token_id)
+    retain = collate([Encoded((40, 41, 42, 43), 1), Encoded((44, 45, 46), 2)], tok.pad_token_id)
+    return forget, alternate, retain
+
+
+def test_altpo_loss_on_a_tiny_model_by_hand(tiny_model, tiny_tokenizer):
+    """Cached reference log-probs offset by known amounts give known DPO margins per (alternate, owner) pair."""
+    from obliviate.engine.reference import FrozenReference
+    from obliviate.methods.altpo import AltPOConfig, altpo_loss
+    from obliviate.methods.base import MethodBatch
+
+    forget, alternate, _ = _tiny_batches(tiny_tokenizer)
+    with torch.no_grad():
+        lose = L.sequence_logprob(L.forward_logits(tiny_model, forget), forget.labels)
+        win = L.sequence_logprob(L.forward_logits(tiny_model, alternate), alternate.labels)
+    a, b = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0, -1.0])  # log-ratio = -offset
+    ref = FrozenReference(None, {"forget": lose + a, "alternate": win + b})
+    batch = MethodBatch(forget=forget, index=torch.tensor([0, 1]), alternate=alternate,
+                        alternate_owner=torch.tensor([0, 0, 1]), alternate_index=torch.tensor([0, 1, 2]))
+    cfg = AltPOConfig(beta=0.5, alpha=0.0)
+    margins = torch.tensor([a[0] - b[0], a[0] - b[1], a[1] - b[2]])  # (w - w_ref) - (l - l_ref) = a - b
+    want = (-2 / 0.5 * F.logsigmoid(0.5 * margins)).mean()
+    assert torch.allclose(altpo_loss(tiny_model, batch, cfg, ref).loss, want, atol=1e-5)
+
+
+def test_pdu_loss_on_a_tiny_model_by_hand(tiny_model, tiny_tokenizer):
+    from obliviate.engine.reference import FrozenReference
+    from obliviate.methods.base import MethodBatch
+    from obliviate.methods.pdu import PDUConfig, pdu_loss
+
+    forget, _, retain = _tiny_batches(tiny_tokenizer)
+    batch = MethodBatch(forget=forget, index=torch.tensor([0, 1]), retain=retain, state={"lambda": 2.5})
+    with torch.no_grad():
+        logits = L.forward_logits(tiny_model, forget)[0, 1:4]  # row 0 predicts labels 2..4 from positions 1..3
+        flat = ((logits.max(-1).values - logits.mean(-1)) ** 2)
+        logits1 = L.forward_logits(tiny_model, forget)[1, 0:2]  # row 1 predicts labels 1..2 from positions 0..1
+        flat = torch.cat([flat, (logits1.max(-1).values - logits1.mean(-1)) ** 2]).mean()
+        nll = L.mean_nll(L.forward_logits(tiny_model, retain), retain.labels)
+    out = pdu_loss(tiny_model, batch, PDUConfig(gamma=0.5), FrozenReference(None))
+    assert torch.allclose(out.loss, 0.5 * flat + 2.5 * nll, atol=1e-5)
+    assert out.logs["pdu_retain"] == pytest.approx(nll.item(), abs=1e-6)
