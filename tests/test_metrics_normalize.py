@@ -68,5 +68,6 @@ def test_a_memorization_metric_flips_on_groups_the_model_must_keep():
     assert direction("retain/ppl") is False and direction("forget/entropy") is True
     assert direction("retain/truth_ratio") is True and direction("forget/truth_ratio") is None
     assert direction("sample/forget/leak@8") is False and direction("robust/sample/held") is True
+    assert direction("robust/relearn_half/recovery") is False
     assert direction("lm_eval/x/y") is None and direction("lm_eval/x/y", {"lm_eval/x/y": True}) is True
     assert "kept knowledge" in key_info("retain/ma").description

@@ -188,7 +188,8 @@ register("gpt", "utility", "LLM-judge score")
 register("s_z", "utility", "sum of z-scored metrics, signs by direction (ICU eq. 11)")
 register("s_m", "utility", "sum of min-max scaled metrics, signs by direction")
 # Robustness (attacks): recovery = (attacked - unlearned) / (original - unlearned); held = 1, recovered = 0.
-register("recovery", "none", "(attacked - unlearned) / (original - unlearned): 0 = held, 1 = back to the original")
+register("recovery", "cost", "(attacked - unlearned) / (original - unlearned): 0 = the attack changed nothing, "
+         "1 = back to the original")
 register("held", "utility", "1 if the forgetting survived the attack (the calibrated rule), 0 if recovered",
          aggregation="fraction")
 
