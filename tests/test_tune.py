@@ -132,7 +132,7 @@ def test_answer_nll_with_gpt2_bpe(shared_data, tmp_path):
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=512, n_embd=32, n_layer=1, n_head=2)).eval()
     records = [QARecord(id="a", question="Who?", answer="Yes."),
                QARecord(id="b", question="Où est Zoë?", answer="Zoë Ångström — 東京 ✓"),
-               QARecord(id="c", question="Long?", answer=" ".join(["a long answer"] * 100))]
+               QARecord(id="c", question="Long?", answer=" ".join(["a long answer"] * 30))]
     path = tmp_path / "util.jsonl"
     write_records(records, path)
     got = answer_nll(model, tok, str(path), "plain")
