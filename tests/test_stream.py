@@ -194,6 +194,13 @@ def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, m
     assert code == 0, err
     assert "request 3: skipped: " in text and "#2 MA" in text
     assert (out / "request-2" / "summary.json").stat().st_mtime_ns == stamp
+    for bad, message in (({"overlap": "twice"}, "lineage.overlap must be one of"),
+                         ({"method": "sgd"}, "unknown method 'sgd'"),
+                         ({"requests": [specs[0], str(tmp_path / "missing.jsonl")]}, "missing.jsonl")):
+        kwargs = {"model": "world-micro-target", "out": tmp_path / "refused", "method": "graddiff", **bad}
+        with pytest.raises(ObliviateError, match=message):
+            run_stream(kwargs.pop("requests", specs), retain=RETAIN, **kwargs)
+        assert not (tmp_path / "refused").exists()  # nothing written before the inputs are valid
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("mine")

@@ -42,6 +42,7 @@ from obliviate.data.sources import load_data
 from obliviate.errors import DataError, ObliviateError
 from obliviate.lineage import (
     CUMULATIVE,
+    LineageConfig,
     NothingToUnlearn,
     Request,
     is_run_folder,
@@ -274,6 +275,12 @@ def run_stream(requests: Sequence[str], *, model: str, out: str | Path, method: 
         raise ObliviateError("a stream needs at least one request (forget set)")
     if stop_thresholds not in ("origin", "parent"):
         raise ObliviateError(f"stop_thresholds must be 'origin' or 'parent', got {stop_thresholds!r}")
+    # Every input is checked before the stream folder is made: the config, the policy, each request's data.
+    LineageConfig(overlap=overlap).check()
+    build_config(method, config, [*overrides, f"lineage.overlap={overlap}"])
+    for spec in requests:
+        if not load_data(spec):
+            raise DataError(spec, "the forget set of this request is empty")
     plan = {"format": format_name("stream"), "model": model, "method": method, "requests": list(requests),
             "retain": retain, "pool": pool, "config": config, "overrides": list(overrides), "overlap": overlap,
             "evaluation": asdict(evaluation) if evaluation is not None else None, "stop_thresholds": stop_thresholds}
