@@ -216,8 +216,16 @@ def test_altpo_alternates_differ_from_the_answer_and_are_seeded(micro):
     alts = sample_alternates(model, tok, forget[:6], enc, cfg, seed=0)
     assert alts == sample_alternates(model, tok, forget[:6], enc, cfg, seed=0)
     assert [len(a) for a in alts] == [3] * 6
-    differing = sum(a.strip().lower() != r.answer.strip().lower() for r, row in zip(forget, alts) for a in row)
-    assert differing >= 6, f"the micro model should produce wrong answers at temperature 1: {alts}"
+    for r, row in zip(forget, alts):  # a wrong answer, or None (= the true answer) when no sample differed
+        assert all(a is None or a.strip().lower() != r.answer.strip().lower() for a in row)
+    assert sum(a is not None for row in alts for a in row) >= 6, f"the micro model answers wrongly at T=1: {alts}"
+    # None becomes the forget sample's own ids (a zero-gradient pair), anything else a new completion
+    from obliviate.data.encode import DEFAULT_TEMPLATE
+    from obliviate.engine.data import fixed_alternates
+
+    built = fixed_alternates(forget[:1], enc[:1], [[None, "Somewhere else."]], tok, DEFAULT_TEMPLATE, "alt")(0)[0]
+    assert built[0].ids == enc[0].ids and built[1].ids[:enc[0].prompt_len] == enc[0].ids[:enc[0].prompt_len]
+    assert built[1].completion != enc[0].completion
 
 
 def test_altpo_alternates_with_gpt2_tokenizer_keep_the_prompt(shared_data):

@@ -111,14 +111,16 @@ def _completion_text(record: Record, text: str, tokenizer, template: PromptTempl
     return text if not record.prefix or record.prefix[-1:].isspace() else " " + text
 
 
-def fixed_alternates(records: Sequence[Record], forget: Sequence[Encoded], texts: Sequence[Sequence[str]], tokenizer,
-                     template: PromptTemplate, tag: str) -> AlternatesFn:
-    """Each forget prompt followed by each of its alternate answers ``texts[i]`` (the same every epoch)."""
+def fixed_alternates(records: Sequence[Record], forget: Sequence[Encoded], texts: Sequence[Sequence[str | None]],
+                     tokenizer, template: PromptTemplate, tag: str) -> AlternatesFn:
+    """Each forget prompt followed by each of its alternate answers ``texts[i]`` (the same every epoch);
+    None stands for the forget sample's own completion (AltPO, when no other answer was found)."""
     fixed = []
     for rec, enc, alts in zip(records, forget, texts):
         row = []
         for k, alt in enumerate(alts):
-            ids = tuple(tokenizer(_completion_text(rec, alt, tokenizer, template), add_special_tokens=False)["input_ids"])
+            ids = enc.completion if alt is None else tuple(
+                tokenizer(_completion_text(rec, alt, tokenizer, template), add_special_tokens=False)["input_ids"])
             row.append(Encoded(enc.ids[:enc.prompt_len] + ids, enc.prompt_len, f"{enc.id}/{tag}{k}"))
         fixed.append(row)
     return lambda epoch: fixed

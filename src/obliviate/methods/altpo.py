@@ -9,7 +9,8 @@ Each forget prompt gets ``alternates`` answers sampled from the original model i
 answer (a few tries); then DPO with every alternate preferred over the true answer (the
 ``dpo_loss`` of IdkDPO). The alternates are fixed, so the engine caches pi_ref of both sides
 (N * (1 + k) floats, no reference model). A prompt whose every sample repeated the true answer
-keeps such a sample: that pair's gradient is exactly zero (same sequence on both sides).
+is paired with its own answer: the same sequence on both sides, so that pair's gradient is exactly
+zero (it gets no preference signal rather than a wrong one).
 
 Defaults: 5 samples at temperature 1 (open-unlearning ``community/methods/AltPO/generate.py``),
 beta 0.1, gamma 1, alpha 1 with retain NLL (``DPO.yaml``), 2 epochs at lr 1e-5 (its sweep's low end).
@@ -55,9 +56,10 @@ def _norm(text: str) -> str:
 
 
 def sample_alternates(model: torch.nn.Module, tokenizer, records: Sequence[Record], forget: Sequence[Encoded],
-                      cfg: AltPOConfig, seed: int) -> list[list[str]]:
+                      cfg: AltPOConfig, seed: int) -> list[list[str | None]]:
     """``cfg.alternates`` answers per forget prompt, sampled from ``model``, differing from the true
-    answer where the model produces such a sample within ``cfg.tries`` rounds."""
+    answer where the model produces such a sample within ``cfg.tries`` rounds; a prompt that never
+    yields one gets None (``fixed_alternates``: the forget sample itself, a pair with zero gradient)."""
     gen = ModelGenerator(model, tokenizer, name="altpo", max_new_tokens=cfg.max_new_tokens,
                          temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size,
                          chat=False, add_special_tokens=False)
@@ -67,8 +69,7 @@ def sample_alternates(model: torch.nn.Module, tokenizer, records: Sequence[Recor
             raise DataError("<forget>", "AltPO needs a prompt to sample alternates from", record=rec.id, field="prefix")
         prompts.append(tokenizer.decode(enc.ids[:enc.prompt_len]))
         truths.append(_norm(rec.answer if isinstance(rec, QARecord) else rec.target))
-    found: list[list[str]] = [[] for _ in records]
-    fallback: list[str] = ["" for _ in records]
+    found: list[list[str | None]] = [[] for _ in records]
     for attempt in range(cfg.tries):
         todo = [i for i in range(len(records)) if len(found[i]) < cfg.alternates]
         if not todo:
@@ -76,15 +77,11 @@ def sample_alternates(model: torch.nn.Module, tokenizer, records: Sequence[Recor
         rows = [i for i in todo for _ in range(cfg.alternates - len(found[i]))]
         for i, text in zip(rows, gen.complete([prompts[i] for i in rows], seed=seed + 7919 * attempt, sample=True)):
             text = text.strip()
-            if not text:
-                continue
-            if _norm(text) == truths[i]:
-                fallback[i] = fallback[i] or text
-            elif len(found[i]) < cfg.alternates:
+            if text and _norm(text) != truths[i] and len(found[i]) < cfg.alternates:
                 found[i].append(text)
-    for i, alts in enumerate(found):
-        while len(alts) < cfg.alternates:  # too few distinct samples: repeat them (or the truth)
-            alts.append(alts[len(alts) % max(len(alts), 1)] if alts else fallback[i] or truths[i])
+    for alts in found:  # too few wrong samples: cycle through them; none at all: None = the true answer
+        pool = list(alts) or [None]
+        alts.extend(pool[k % len(pool)] for k in range(cfg.alternates - len(alts)))
     return found
 
 
