@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from obliviate.engine.tracking import parse_report_to
 from obliviate.errors import ObliviateError
 
 LORA_SAVE_MODES = ("merged", "adapter")
@@ -80,8 +81,6 @@ class TrainConfig:
         if self.lr <= 0:
             raise ObliviateError(f"train.lr must be positive, got {self.lr}")
         self.lora.check()
-        from obliviate.engine.tracking import parse_report_to
-
         parse_report_to(self.report_to)  # unknown or not installed: a clear error before any work
 
 
