@@ -119,7 +119,7 @@ def test_parent_errors(chain, tmp_path):
         parent_run("world-micro-target", req1)
 
 
-def test_cumulative_evaluation_of_request_2_includes_request_1(chain, tmp_path):
+def test_cumulative_evaluation_of_request_2_includes_request_1(chain, tmp_path, monkeypatch, capsys):
     from obliviate.data.encode import encode_records
     from obliviate.lineage import chain_curve
     from obliviate.metrics import calibrate_thresholds, memorization_accuracy
@@ -164,6 +164,9 @@ def test_cumulative_evaluation_of_request_2_includes_request_1(chain, tmp_path):
 
     assert "A stream of requests" in render_run_report(req2)
     assert "A stream of requests" not in render_run_report(req1)
+    code, out, err = cli(monkeypatch, capsys, "history", str(req2), "--evaluate", "--heldout", "world:micro:holdout")
+    assert code == 0, err
+    assert "#1 MA" in out and "#2 MA" in out and f"{m['request-2/ma']:.3f}" in out
 
 
 def test_run_stream_skips_an_identical_request_and_resumes(requests, tmp_path, monkeypatch, capsys):
