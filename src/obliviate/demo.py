@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.errors import ObliviateError
+from obliviate.utils import default_device
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _attack(model, tokenizer, cfg: DemoConfig, path: Path) -> list[dict[str, Any
     if path.is_file():
         return read_json(path)
     log.info("attacking the unlearned model: %s", cfg.attacks)
-    original, _ = load_model(cfg.model)  # the unlearning trained the first copy in place
+    original, _ = load_model(cfg.model, device=default_device())  # the run trained the first copy in place
     n = cfg.attack_samples
     attack_cfg = AttackConfig(n_samples=n, el_n=cfg.el_n, region="completion")
     results = run_attacks(model, tokenizer, load_data(DEMO_SPLITS["forget"]), load_data(DEMO_SPLITS["heldout"]),
@@ -171,7 +172,7 @@ def run_demo(out: str | Path = "runs/demo", *, resume: bool = False, overwrite: 
     resume_run = resume and (run / "config.yaml").is_file()
 
     log.info("loading %s", cfg.model)
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model(cfg.model, device=default_device())  # the audits run on the GPU too
     scorer = get_bert_scorer()
     folder.begin()
     log.info("auditing before unlearning (BERTScore backbone: %s)", scorer.backbone)
