@@ -54,7 +54,7 @@ class DemoConfig:
         "refinement.rule=paper",
     ])
     # The cheap attacks at the end: sampling leak@k (n=8 instead of the default 32, to keep the demo
-    # within minutes) and 8/4-bit weight quantization. "" skips them.
+    # within minutes) and 8/4-bit weight quantization, judged on MA like the run. "" skips them.
     attacks: str = "sample,quantize"
     attack_samples: int = 8
 
@@ -114,7 +114,8 @@ def _attack(model, tokenizer, cfg: DemoConfig, path: Path) -> list[dict[str, Any
     log.info("attacking the unlearned model: %s", cfg.attacks)
     original, _ = load_model(cfg.model, device=default_device())  # the run trained the first copy in place
     n = cfg.attack_samples
-    attack_cfg = AttackConfig(n_samples=n, el_n=cfg.el_n, region="completion")
+    # MA only, as the demo's own stopping rule (EL_n from every prefix is the costly metric here).
+    attack_cfg = AttackConfig(n_samples=n, el=False, region="completion")
     results = run_attacks(model, tokenizer, load_data(DEMO_SPLITS["forget"]), load_data(DEMO_SPLITS["heldout"]),
                           cfg.attacks, original=original, config=attack_cfg)
     found = [r.to_dict() for r in results]

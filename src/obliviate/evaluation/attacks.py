@@ -69,6 +69,8 @@ class AttackConfig:
     few_shot: int = field(default=3, metadata={"help": "retain examples prepended by the few-shot prompt probe"})
     mink_k: float = field(default=0.2, metadata={"help": "k of the Min-K% membership-inference score"})
     el_n: int = field(default=10, metadata={"help": "n of EL_n"})
+    el: bool = field(default=True, metadata={
+        "help": "measure EL_n besides MA under the model and prompt attacks (EL is the costly one)"})
     region: Region = field(default="all", metadata={"help": "MA/EL positions of text records: all | completion"})
     batch_size: int = field(default=16, metadata={"help": "sequences per forward batch"})
     seed: int = field(default=0, metadata={"help": "seed of the sampling and relearning draws"})
@@ -114,7 +116,7 @@ def measure(model, tokenizer, groups: dict[str, Sequence[Record]], cfg: AttackCo
     """Per-record MA and EL_n of each group (through ``evaluate``); records too short for EL_n
     have no EL value."""
     opts = EvalOptions(template=template, region=cfg.region, el_n=cfg.el_n, batch_size=cfg.batch_size)
-    ev = evaluate(model, tokenizer, groups, ["ma", f"el_{cfg.el_n}"], options=opts)
+    ev = evaluate(model, tokenizer, groups, ["ma", f"el_{cfg.el_n}"] if cfg.el else ["ma"], options=opts)
     return {g: {key.split("/", 1)[1]: [v for v in values if v is not None]
                 for key, values in ev.per_sample.items() if key.startswith(f"{g}/")} for g in groups}
 
