@@ -267,5 +267,10 @@ def test_unlearn_runs_the_attacks_at_the_end(tmp_path, world):
     assert saved[2]["original"]["ma"] > 0.9  # the original model was reloaded for the recovery ratios
     assert res.summary["robust/quantize8/held"] == (1.0 if saved[2]["verdict"] == "held" else 0.0)
     assert "robust/quantize8/recovery" in res.summary
+    from obliviate.compare import build_table, header, load_rows
+
+    table = build_table(load_rows([tmp_path / "run"]))
+    assert "robust/quantize8/held" in table.columns and "robust/sample/held" in table.columns
+    assert header("robust/quantize8/held").endswith("↑") and header("robust/quantize8/recovery").endswith("↓")
     report = (tmp_path / "run" / "report.html").read_text()
     assert "Robustness: does the forgetting survive" in report and "quantize4" in report
