@@ -39,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     from obliviate.evaluation.attacks import ATTACKS, PROBES, AttackConfig, Suite
     from obliviate.evaluation.sampling import sample_continuations
     from obliviate.models import load_model
+    from obliviate.utils import default_device
 
-    model, tok = load_model(args.model)
+    model, tok = load_model(args.model, device=default_device())  # CUDA when there is a GPU
     forget, heldout, retain = load_data(args.forget), load_data(args.heldout), load_data(args.retain)
     example = max(encode_records(forget, tok), key=lambda e: e.prompt_len)
-    print(f"model {args.model}, torch threads {torch.get_num_threads()}; prompt of {example.prompt_len} tokens, "
+    print(f"model {args.model} on {model.device}, torch threads {torch.get_num_threads()}; prompt of {example.prompt_len} tokens, "
           f"n={args.samples}, {args.new_tokens} new tokens")
     times: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(args.repeats):
