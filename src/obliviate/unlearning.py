@@ -92,7 +92,7 @@ class AuditConfig:
     """Robustness attacks on the unlearned model when the run finishes (``obliviate.evaluation.attacks``)."""
 
     attacks: str = ""  # "" (none) | sample,quantize,relearn,prompts,mia | cheap | all
-    heldout: str | None = None  # never-seen data of the forget set's kind (default: stop.calibrate_on)
+    heldout: str | None = None  # never-seen data of the forget set's kind (default: data.heldout, else stop.calibrate_on)
     samples: int = 32  # samples per prompt of the sampling attack (leak@k)
     relearn_lr: float = 1e-5
     relearn_steps: int = 20
@@ -310,8 +310,8 @@ def _check_options(cfg: UnlearnConfig, folder: RunFolder | None, redact: bool | 
                              "per-sample values and generations; keep one or the other")
     if folder is not None:
         folder.redact = folder.redact or cfg.report.redact
-    if parse_attacks(cfg.audit.attacks or None) and not (cfg.audit.heldout or cfg.stop.calibrate_on):
-        raise ObliviateError("audit.attacks needs audit.heldout (or stop.calibrate_on): records of the forget "
+    if parse_attacks(cfg.audit.attacks or None) and not (cfg.audit.heldout or cfg.data.heldout or cfg.stop.calibrate_on):
+        raise ObliviateError("audit.attacks needs audit.heldout (or data.heldout, stop.calibrate_on): records of the forget "
                              "set's kind the model never saw, the calibrated level of every verdict")
 
 
@@ -525,7 +525,7 @@ def _attacks(cfg: UnlearnConfig, inputs: Inputs, model: Any, tokenizer: Any, dat
     from obliviate.evaluation.attacks import AttackConfig, run_attacks
     from obliviate.models import load_model
 
-    heldout = cfg.audit.heldout or cfg.stop.calibrate_on
+    heldout = cfg.audit.heldout or cfg.data.heldout or cfg.stop.calibrate_on
     # A model given in Python has no spec to reload: no recovery ratios then (verdicts still).
     given = not cfg.model or cfg.model.startswith("<model ")
     original = None if given else load_model(cfg.model, dtype=cfg.model_dtype)[0]
