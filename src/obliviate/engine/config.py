@@ -94,16 +94,23 @@ class TargetConfig:
     evaluation scores the forget set and the held-out data (``data.heldout``, never trained on, of
     the same kind) under the current model and compares the two samples: MIA AUC and a KS test."""
 
-    statistic: str = "auto"  # auto (truth_ratio for QA with paraphrased + perturbed answers, else loss) | loss | mink | minkpp | truth_ratio
-    k: float = 0.2  # fraction of lowest tokens for mink / minkpp
-    auc_band: float = 0.1  # indistinguishable: |AUC - 0.5| <= auc_band ...
-    ks_alpha: float = 0.05  # ... and KS p-value >= ks_alpha
-    overshoot: float = 0.1  # over-unlearned: AUC < 0.5 - overshoot (the forget set looks *less* seen than never-seen data)
-    per_sample: bool = False  # stop unlearning samples that already score like held-out data (recomputed each epoch)
-    quantile: float = 0.5  # per sample: held-out-like = no more member-like than this quantile of held-out scores
-    before_training: bool = True  # also check the original model: a forget set that already looks never-seen is not touched
-    max_heldout: int | None = None  # use at most this many held-out records (speed)
-    batch_size: int = 32
+    statistic: str = field(default="auto", metadata={
+        "help": "per-sample statistic: auto (truth_ratio for QA with paraphrased + perturbed answers, else "
+                "loss) | loss | mink | minkpp | truth_ratio"})
+    k: float = field(default=0.2, metadata={"help": "fraction of lowest tokens for mink / minkpp"})
+    auc_band: float = field(default=0.1, metadata={"help": "indistinguishable when |AUC - 0.5| <= auc_band ..."})
+    ks_alpha: float = field(default=0.05, metadata={"help": "... and the KS p-value >= ks_alpha"})
+    overshoot: float = field(default=0.1, metadata={
+        "help": "over-unlearned: AUC < 0.5 - overshoot (the forget set looks *less* seen than never-seen data)"})
+    per_sample: bool = field(default=False, metadata={
+        "help": "stop unlearning samples that already score like held-out data (recomputed each epoch)"})
+    quantile: float = field(default=0.5, metadata={
+        "help": "per sample: held-out-like = no more member-like than this quantile of held-out scores"})
+    before_training: bool = field(default=True, metadata={
+        "help": "also check the original model: a forget set that already looks never-seen is not touched"})
+    max_heldout: int | None = field(default=None, metadata={
+        "help": "use at most this many held-out records (speed)"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per forward pass"})
 
     def check(self) -> None:
         if self.statistic not in TARGET_STATISTICS:

@@ -54,17 +54,22 @@ WEIGHT_NAMES = ("alpha", "beta", "gamma")
 class TuneConfig:
     """The search: method, budget and ranges."""
 
-    method: str = "npo"
-    trials: int = 8  # the budget: finished trials (a failed one counts, an interrupted one is retried)
-    lr_min: float = 1e-5
-    lr_max: float = 1e-2
-    epochs_min: int = 1
-    epochs_max: int = 10  # stop.max_epochs is searched in [epochs_min, epochs_max]; the target may stop earlier
-    weights: bool = True  # also search the method's weights (alpha, beta, gamma, *_weight) ...
-    weight_range: float = 4.0  # ... log-uniformly in [default / range, default * range]
-    seed: int = 0  # the sampler's seed
-    keep_models: bool = False  # keep every trial's model/ (disk) instead of only the final best/
-    final_run: bool = True  # run the chosen configuration into best/
+    method: str = field(default="npo", metadata={"help": "the method to tune"})
+    trials: int = field(default=8, metadata={
+        "help": "the budget: finished trials (a failed one counts, an interrupted one is retried)"})
+    lr_min: float = field(default=1e-5, metadata={"help": "smallest learning rate searched (log-uniform)"})
+    lr_max: float = field(default=1e-2, metadata={"help": "largest learning rate searched"})
+    epochs_min: int = field(default=1, metadata={"help": "smallest epoch limit searched"})
+    epochs_max: int = field(default=10, metadata={
+        "help": "stop.max_epochs is searched in [epochs_min, epochs_max]; the target may stop earlier"})
+    weights: bool = field(default=True, metadata={
+        "help": "also search the method's weights (alpha, beta, gamma, *_weight) around their defaults"})
+    weight_range: float = field(default=4.0, metadata={
+        "help": "weights are searched log-uniformly in [default / range, default * range]"})
+    seed: int = field(default=0, metadata={"help": "the sampler's seed"})
+    keep_models: bool = field(default=False, metadata={
+        "help": "keep every trial's model/ (disk) instead of only the final best/"})
+    final_run: bool = field(default=True, metadata={"help": "run the chosen configuration into best/"})
 
     def check(self) -> None:
         if self.trials < 1:
