@@ -15,7 +15,6 @@ the generated text; ``summary`` holds the aggregates, the thresholds verdict and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,13 +151,3 @@ def audit(model, tokenizer, records: Sequence[Record] | str | Path, *, metrics: 
     summary["meta"] = meta
     return AuditResult(rows, summary, results, found)
 
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None so the JSON files stay standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value

@@ -52,3 +52,49 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def config_to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+# --------------------------------------------------------------------------- field metadata
+
+# A config field documents itself as trl's do: ``field(default=..., metadata={"help": "..."})``;
+# optional ``"min"`` / ``"max"`` (inclusive), ``"gt"`` (exclusive) and ``"choices"`` are checked by
+# ``check_fields``.
+
+def check_fields(cfg: Any, prefix: str = "") -> None:
+    """Every field's declared range / choices (nested dataclasses too); one-line error naming the key."""
+    for f in dataclasses.fields(cfg):
+        value, key, meta = getattr(cfg, f.name), f"{prefix}{f.name}", f.metadata
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_fields(value, f"{key}.")
+            continue
+        if value is None:
+            continue
+        if "choices" in meta and value not in meta["choices"]:
+            raise ObliviateError(f"{key} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        if "gt" in meta and value <= meta["gt"]:
+            raise ObliviateError(f"{key} must be > {meta['gt']}, got {value}")
+        if "min" in meta and value < meta["min"]:
+            raise ObliviateError(f"{key} must be >= {meta['min']}, got {value}")
+        if "max" in meta and value > meta["max"]:
+            raise ObliviateError(f"{key} must be <= {meta['max']}, got {value}")
+
+
+def describe_fields(cfg: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default or current value, help) of every field, nested dataclasses flattened."""
+    rows: list[tuple[str, Any, str]] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            rows.extend(describe_fields(value, f"{prefix}{f.name}."))
+            continue
+        rows.append((f"{prefix}{f.name}", value, _help(f)))
+    return rows
+
+
+def _help(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    text = meta.get("help", "")
+    limits = [f"{k} {meta[k]}" for k in ("gt", "min", "max") if k in meta]
+    if "choices" in meta:
+        limits.append("one of " + " | ".join(map(str, meta["choices"])))
+    return f"{text} [{', '.join(limits)}]" if limits else text

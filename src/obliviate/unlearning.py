@@ -54,66 +54,78 @@ CONFIG_FILE, SUMMARY_FILE = RunFolder.CONFIG, RunFolder.SUMMARY
 class NeighborsConfig:
     """How analogous samples are picked from ``data.pool`` (``obliviate.neighbors``)."""
 
-    ngram: int = 5
-    max_overlap: float = 0.5  # skip candidates holding >= this fraction of a forget target's n-grams
-    unique: bool = True  # no pool item serves two forget samples
-    model_path: str | None = None  # sentence-transformers folder; None = all-MiniLM-L6-v2
+    ngram: int = field(default=5, metadata={"help": "n of the n-gram overlap test against forget targets"})
+    max_overlap: float = field(default=0.5, metadata={
+        "help": "skip candidates holding >= this fraction of a forget target's n-grams"})
+    unique: bool = field(default=True, metadata={"help": "no pool item serves two forget samples"})
+    model_path: str | None = field(default=None, metadata={
+        "help": "sentence-transformers folder; None = all-MiniLM-L6-v2"})
 
 
 @dataclass
 class DataConfig:
-    forget: str | None = None  # data spec: a file or a built-in name (demo:forget, world:micro:forget, pile:0@DIR)
-    retain: str | None = None
-    analogous: str | None = None  # one analogous record per forget record, in the same order
-    pool: str | None = None  # candidates from which analogous samples are chosen (ICU)
-    # Held-out records of the same kind as the forget set, never trained on: the indistinguishability
-    # target compares the forget set with them every epoch (stop.rule=indistinguishable stops on it)
-    heldout: str | None = None
-    max_forget: int | None = None  # use only the first N forget records
-    max_retain: int | None = None
-    max_pool: int | None = None
-    template: str = "auto"  # how QA records become prompts: auto | chat | plain
-    neighbors: NeighborsConfig = field(default_factory=NeighborsConfig)
+    forget: str | None = field(default=None, metadata={
+        "help": "data spec: a file or a built-in name (demo:forget, world:micro:forget, pile:0@DIR)"})
+    retain: str | None = field(default=None, metadata={"help": "retain set: a data spec (needed by methods with a retain term; measured every epoch)"})
+    analogous: str | None = field(default=None, metadata={
+        "help": "one analogous record per forget record, in the same order"})
+    pool: str | None = field(default=None, metadata={
+        "help": "candidates from which analogous samples are chosen (ICU)"})
+    heldout: str | None = field(default=None, metadata={
+        "help": "Held-out records of the same kind as the forget set, never trained on: the "
+                "indistinguishability target compares the forget set with them every epoch "
+                "(stop.rule=indistinguishable stops on it)"})
+    max_forget: int | None = field(default=None, metadata={"help": "use only the first N forget records"})
+    max_retain: int | None = field(default=None, metadata={"help": "use only the first N retain records"})
+    max_pool: int | None = field(default=None, metadata={"help": "use only the first N pool records"})
+    template: str = field(default="auto", metadata={
+        "help": "how QA records become prompts: auto | chat | plain"})
+    neighbors: NeighborsConfig = field(default_factory=NeighborsConfig, metadata={"help": "how analogous samples are picked from data.pool"})
 
 
 @dataclass
 class ReportConfig:
     """The run folder's HTML report (``obliviate.report``): written when the run finishes."""
 
-    enabled: bool = True
-    samples: int = 8  # forget prompts whose greedy continuation is recorded after every epoch (trace.json)
-    # No text of the data (prompts, references, generations) in any file of the run folder: ids,
-    # numbers and hashes only (a deletion request may forbid keeping copies). Also --redact.
-    redact: bool = False
+    enabled: bool = field(default=True, metadata={"help": "write report.html when the run finishes"})
+    samples: int = field(default=8, metadata={
+        "help": "forget prompts whose greedy continuation is recorded after every epoch (trace.json)"})
+    redact: bool = field(default=False, metadata={
+        "help": "No text of the data (prompts, references, generations) in any file of the run folder: ids, "
+                "numbers and hashes only (a deletion request may forbid keeping copies). Also --redact."})
 
 
 @dataclass
 class AuditConfig:
     """Robustness attacks on the unlearned model when the run finishes (``obliviate.evaluation.attacks``)."""
 
-    attacks: str = ""  # "" (none) | sample,quantize,relearn,prompts,mia | cheap | all
-    heldout: str | None = None  # never-seen data of the forget set's kind (default: data.heldout, else stop.calibrate_on)
-    samples: int = 32  # samples per prompt of the sampling attack (leak@k)
-    relearn_lr: float = 1e-5
-    relearn_steps: int = 20
+    attacks: str = field(default="", metadata={
+        "help": "\"\" (none) | sample,quantize,relearn,prompts,mia | cheap | all"})
+    heldout: str | None = field(default=None, metadata={
+        "help": "never-seen data of the forget set's kind (default: data.heldout, else stop.calibrate_on)"})
+    samples: int = field(default=32, metadata={"help": "samples per prompt of the sampling attack (leak@k)"})
+    relearn_lr: float = field(default=1e-5, metadata={"help": "learning rate of the relearning attack"})
+    relearn_steps: int = field(default=20, metadata={"help": "optimizer steps of the relearning attack"})
 
 
 @dataclass
 class UnlearnConfig:
-    model: str | None = None  # model spec (built-in name, folder, .gguf, hub id)
-    model_dtype: str = "float32"
-    method: str = "icu"
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    stop: StopConfig = field(default_factory=StopConfig)
-    refinement: RefinementConfig = field(default_factory=RefinementConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    method_args: MethodConfig = field(default_factory=MethodConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    audit: AuditConfig = field(default_factory=AuditConfig)
-    lineage: LineageConfig = field(default_factory=LineageConfig)
-    keep_checkpoints: int = 1  # newest checkpoints kept while running
-    keep_final_checkpoint: bool = False  # keep checkpoints/ once the run has finished
+    model: str | None = field(default=None, metadata={
+        "help": "model spec (built-in name, folder, .gguf, hub id)"})
+    model_dtype: str = field(default="float32", metadata={"help": "dtype the model is loaded in (float32 | bfloat16 | float16)"})
+    method: str = field(default="icu", metadata={"help": "unlearning method (see `obliviate methods`)"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "what is unlearned and kept"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "optimizer, batches, precision, LoRA"})
+    stop: StopConfig = field(default_factory=StopConfig, metadata={"help": "when unlearning stops"})
+    refinement: RefinementConfig = field(default_factory=RefinementConfig, metadata={"help": "ICU's iterative refinement (drop samples once forgotten)"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "what is measured every epoch"})
+    method_args: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "the method's own arguments (see `obliviate methods NAME`)"})
+    report: ReportConfig = field(default_factory=ReportConfig, metadata={"help": "report.html and trace.json"})
+    audit: AuditConfig = field(default_factory=AuditConfig, metadata={"help": "robustness attacks when the run finishes"})
+    lineage: LineageConfig = field(default_factory=LineageConfig, metadata={"help": "continuing an earlier run (chains of requests)"})
+    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept while running"})
+    keep_final_checkpoint: bool = field(default=False, metadata={
+        "help": "keep checkpoints/ once the run has finished"})
 
 
 @dataclass
@@ -284,13 +296,7 @@ def resolve_inputs(model: Any, data: dict[str, Any], *, method: str | None, conf
             return Inputs(cfg, folder, {}, None)
         _check_same(cfg, model, data)
     else:
-        cfg = build_config(method, config, overrides)
-        if model is not None:
-            cfg.model = _model_name(model)
-        for role, value in data.items():
-            if value is not None:
-                setattr(cfg.data, role, _spec_name(value))
-        cfg.lineage.after = str(after) if after is not None else cfg.lineage.after
+        cfg = run_config(model, data, method=method, config=config, overrides=overrides, after=after)
     if cfg.model is None:
         raise ObliviateError("no model given (--model)")
     if cfg.data.forget is None:
@@ -301,8 +307,24 @@ def resolve_inputs(model: Any, data: dict[str, Any], *, method: str | None, conf
     return Inputs(cfg, folder, given, plan)
 
 
+def run_config(model: Any, data: dict[str, Any], *, method: str | None = None, config: Any = None,
+               overrides: Sequence[str] = (), after: str | Path | None = None) -> UnlearnConfig:
+    """The complete config of a new run (what config.yaml will hold; ``--print-config`` shows it)."""
+    cfg = build_config(method, config, overrides)
+    if model is not None:
+        cfg.model = _model_name(model)
+    for role, value in data.items():
+        if value is not None:
+            setattr(cfg.data, role, _spec_name(value))
+    cfg.lineage.after = str(after) if after is not None else cfg.lineage.after
+    return cfg
+
+
 def _check_options(cfg: UnlearnConfig, folder: RunFolder | None, redact: bool | None) -> None:
-    """Options that only make sense together (checked before anything is loaded or written)."""
+    """Every section's ranges and the options that only make sense together (checked before
+    anything is loaded or written)."""
+    for section in (cfg.method_args, cfg.train, cfg.stop, cfg.refinement, cfg.eval):
+        section.check()
     if redact is not None:
         cfg.report.redact = redact
     if cfg.report.redact and cfg.keep_final_checkpoint:

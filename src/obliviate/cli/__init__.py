@@ -22,6 +22,7 @@ from obliviate.cli import report_cmd  # noqa: F401  isort:skip
 from obliviate.cli import history_cmd  # noqa: F401  isort:skip
 from obliviate.cli import stream_cmd  # noqa: F401  isort:skip
 from obliviate.cli import tune_cmd  # noqa: F401  isort:skip
+from obliviate.cli import methods_cmd  # noqa: F401  isort:skip
 
 
 def main() -> None:

@@ -53,7 +53,8 @@ def audit_command(
     """Audit how much MODEL has memorized DATA: MA, EL_n, extraction, BLEU, BERTScore, ROUGE, ..."""
     from rich.console import Console
 
-    from obliviate.auditing import audit, json_safe, parse_metrics
+    from obliviate.auditing import audit, parse_metrics
+    from obliviate.data.io import json_safe
     from obliviate.data.sources import load_data
     from obliviate.errors import ObliviateError
     from obliviate.evaluation.attacks import AttackConfig, parse_attacks

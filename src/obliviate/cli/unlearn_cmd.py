@@ -14,7 +14,8 @@ METHOD_NAMES = "icu, kumpr (ga), graddiff, kl, npo, simnpo, idkdpo (dpo), llmu, 
 
 @app.command("unlearn")
 def unlearn_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="run folder (config, model, metrics, checkpoints)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (config, model, metrics, "
+                                             "checkpoints); required unless listing or printing")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(
         metavar="[KEY=VALUE]...", help="config overrides, e.g. train.lr=1e-5 stop.max_epochs=5 method_args.alpha=0.3")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="MODEL: built-in name, folder, .gguf, hub id, or a run folder to continue")] = None,
@@ -31,9 +32,28 @@ def unlearn_command(
                                          "and hashes only (= report.redact=true)")] = False,
     after: Annotated[str | None, typer.Option("--after", help="continue this finished run's model (a run folder as "
                                               "--model does the same); lineage.json records the chain of requests")] = None,
+    list_options: Annotated[bool, typer.Option("--list-options", help="list the method's options (method_args.*) "
+                                               "with defaults and help, then exit")] = False,
+    print_config: Annotated[bool, typer.Option("--print-config", help="print the complete resolved config of this "
+                                               "run (what config.yaml will hold), then exit")] = False,
 ) -> None:
     """Make MODEL forget the --forget set with one unlearning method; writes a run folder."""
+    from obliviate.errors import ObliviateError
     from obliviate.recipes import unlearn
+
+    if list_options:
+        from obliviate.cli.methods_cmd import methods_command
+
+        return methods_command(method or "icu")
+    if print_config:
+        from obliviate.unlearning import config_yaml, run_config
+
+        data = {"forget": forget, "retain": retain, "analogous": analogous, "pool": pool}
+        print(config_yaml(run_config(model, data, method=method, config=config, overrides=list(overrides or []),
+                                     after=after)), end="")
+        return None
+    if out is None:
+        raise ObliviateError("--out is required: the run folder (config, model, metrics, checkpoints)")
 
     result = unlearn(model, forget, method=method, retain=retain, analogous=analogous, pool=pool, out=out,
                      config=config, overrides=list(overrides or []), resume=resume, overwrite=overwrite,

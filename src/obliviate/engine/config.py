@@ -21,14 +21,17 @@ class LoraOptions:
     with a KL term need no second copy of the model (``obliviate.engine.lora``).
     """
 
-    enabled: bool = False
-    r: int = 16  # adapter rank
-    alpha: float = 32.0  # scaling = alpha / r
-    dropout: float = 0.0  # dropout on the adapter's input (active while training when > 0)
-    # "all-linear": every linear layer but the output head (the QLoRA recipe); "auto": peft's
-    # per-architecture default (e.g. q_proj,v_proj for Llama); or comma-separated module names.
-    target_modules: str = "all-linear"
-    save: str = "merged"  # "merged": an ordinary HF folder in model/ | "adapter": the peft adapter folder
+    enabled: bool = field(default=False, metadata={"help": "train LoRA adapters instead of the full weights"})
+    r: int = field(default=16, metadata={"help": "adapter rank"})
+    alpha: float = field(default=32.0, metadata={"help": "scaling = alpha / r"})
+    dropout: float = field(default=0.0, metadata={
+        "help": "dropout on the adapter's input (active while training when > 0)"})
+    target_modules: str = field(default="all-linear", metadata={
+        "help": "\"all-linear\": every linear layer but the output head (the QLoRA recipe); \"auto\": "
+                "peft's per-architecture default (e.g. q_proj,v_proj for Llama); or comma-separated module "
+                "names."})
+    save: str = field(default="merged", metadata={
+        "help": "\"merged\": an ordinary HF folder in model/ | \"adapter\": the peft adapter folder"})
 
     def check(self) -> None:
         if self.save not in LORA_SAVE_MODES:
@@ -41,29 +44,39 @@ class LoraOptions:
 
 @dataclass
 class TrainConfig:
-    optimizer: str = "adamw"  # "adam" | "adamw"
-    lr: float = 1e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    scheduler: str = "constant"  # "constant" | "linear" (decay to 0 over max_epochs)
-    warmup_epochs: float = 0.0  # linear warm-up, in epochs (TOFU: 1)
-    batch_size: int = 8  # forget samples per forward pass and process; 0 = the whole forget set in one step
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float | None = None  # clip gradients to this norm (None: no clipping, as the references)
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate autocast)
-    reference_dtype: str = "float32"  # dtype of the frozen reference copy ("bfloat16" halves its memory)
-    seed: int = 42
-    max_length: int | None = None  # truncate completions so that rows have at most this many tokens
-    dropout: bool = False  # keep dropout on while unlearning (the references load models with dropout 0)
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1/3 more compute
-    lora: LoraOptions = field(default_factory=LoraOptions)
-    # Write samples.jsonl to the run folder: which forget/retain/analogous ids each process
-    # trained on in each micro-batch (an audit trail; also how the multi-process test checks sharding).
-    record_samples: bool = False
-    # Experiment trackers through accelerate: tensorboard, wandb, mlflow (comma-separated) or none
-    # (obliviate.engine.tracking; each is an optional extra, e.g. pip install 'obliviate[tensorboard]').
-    report_to: str = "none"
+    optimizer: str = field(default="adamw", metadata={"help": "\"adam\" | \"adamw\""})
+    lr: float = field(default=1e-5, metadata={"help": "learning rate"})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "Adam(W) betas"})
+    eps: float = field(default=1e-8, metadata={"help": "Adam(W) epsilon"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    scheduler: str = field(default="constant", metadata={
+        "help": "\"constant\" | \"linear\" (decay to 0 over max_epochs)"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up, in epochs (TOFU: 1)"})
+    batch_size: int = field(default=8, metadata={
+        "help": "forget samples per forward pass and process; 0 = the whole forget set in one step"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches accumulated per optimizer step"})
+    max_grad_norm: float | None = field(default=None, metadata={
+        "help": "clip gradients to this norm (None: no clipping, as the references)"})
+    mixed_precision: str = field(default="no", metadata={
+        "help": "\"no\" | \"bf16\" | \"fp16\" (accelerate autocast)"})
+    reference_dtype: str = field(default="float32", metadata={
+        "help": "dtype of the frozen reference copy (\"bfloat16\" halves its memory)"})
+    seed: int = field(default=42, metadata={"help": "seed of every sampler and draw (resume replays it)"})
+    max_length: int | None = field(default=None, metadata={
+        "help": "truncate completions so that rows have at most this many tokens"})
+    dropout: bool = field(default=False, metadata={
+        "help": "keep dropout on while unlearning (the references load models with dropout 0)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in backward: less memory, ~1/3 more compute"})
+    lora: LoraOptions = field(default_factory=LoraOptions, metadata={"help": "train low-rank adapters instead of the full weights (peft)"})
+    record_samples: bool = field(default=False, metadata={
+        "help": "Write samples.jsonl to the run folder: which forget/retain/analogous ids each process "
+                "trained on in each micro-batch (an audit trail; also how the multi-process test checks "
+                "sharding)."})
+    report_to: str = field(default="none", metadata={
+        "help": "Experiment trackers through accelerate: tensorboard, wandb, mlflow (comma-separated) or "
+                "none (obliviate.engine.tracking; each is an optional extra, e.g. pip install "
+                "'obliviate[tensorboard]')."})
 
     def check(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
@@ -131,18 +144,25 @@ class StopConfig:
     """When to stop. Checked after every epoch, from ``min_epochs`` on (the references always
     train at least one epoch). Thresholds are strict (<) on means over the forget set."""
 
-    el_threshold: float | None = 0.0499  # mean EL_n below this ... (ICU V-D, KUMPR 125M)
-    ma_threshold: float | None = 0.5994  # ... and mean MA below this (ICU V-D; KUMPR 125M: 0.2994)
-    require: str = "all"  # "all": every set threshold must hold (KUMPR, ICU) | "any": one suffices
-    average_over: str = "all"  # means over "all" forget samples (references) or only the "active" ones
-    calibrate_on: str | None = None  # data spec of held-out text: thresholds = the original model's means on it
-    max_epochs: int = 20
-    min_epochs: int = 1
-    when_all_forgotten: bool = True  # stop when refinement has no active sample left
-    # "thresholds": the MA/EL thresholds above (KUMPR, ICU) | "indistinguishable": stop when the forget
-    # set scores like held-out data (data.heldout), or report over-unlearning (stop.target)
-    rule: str = "thresholds"
-    target: TargetConfig = field(default_factory=TargetConfig)
+    el_threshold: float | None = field(default=0.0499, metadata={
+        "help": "mean EL_n below this ... (ICU V-D, KUMPR 125M)"})
+    ma_threshold: float | None = field(default=0.5994, metadata={
+        "help": "... and mean MA below this (ICU V-D; KUMPR 125M: 0.2994)"})
+    require: str = field(default="all", metadata={
+        "help": "\"all\": every set threshold must hold (KUMPR, ICU) | \"any\": one suffices"})
+    average_over: str = field(default="all", metadata={
+        "help": "means over \"all\" forget samples (references) or only the \"active\" ones"})
+    calibrate_on: str | None = field(default=None, metadata={
+        "help": "data spec of held-out text: thresholds = the original model's means on it"})
+    max_epochs: int = field(default=20, metadata={"help": "stop after this many epochs"})
+    min_epochs: int = field(default=1, metadata={"help": "never stop before this many epochs (the references train at least one)"})
+    when_all_forgotten: bool = field(default=True, metadata={
+        "help": "stop when refinement has no active sample left"})
+    rule: str = field(default="thresholds", metadata={
+        "help": "\"thresholds\": the MA/EL thresholds above (KUMPR, ICU) | \"indistinguishable\": stop when "
+                "the forget set scores like held-out data (data.heldout), or report over-unlearning "
+                "(stop.target)"})
+    target: TargetConfig = field(default_factory=TargetConfig, metadata={"help": "the indistinguishability target (forget vs held-out) and its rule"})
 
     def check(self) -> None:
         if self.rule not in STOP_RULES:
@@ -160,16 +180,20 @@ class StopConfig:
 class EvalConfig:
     """What is measured before training and after every epoch."""
 
-    el_n: int = 10
-    # EL_n every epoch costs one batched greedy decode per divergence point: minutes per epoch on a
-    # 100M+ model on CPU. False measures MA only (then the EL stop threshold must be null).
-    el: bool = True
-    ma_region: str = "completion"  # "completion" | "all" (ICU/KUMPR code: the whole row)
-    el_region: str = "completion"  # "completion" (ICU's EL) | "all" (KUMPR's)
-    retain: bool = True  # retain perplexity every epoch (when a retain set is given)
-    max_retain_samples: int = 256  # evaluate on the first N retain samples (speed)
-    batch_size: int = 32
-    el_batch_size: int = 64
+    el_n: int = field(default=10, metadata={"help": "n of EL_n (the n-gram size of the extraction likelihood)"})
+    el: bool = field(default=True, metadata={
+        "help": "EL_n every epoch costs one batched greedy decode per divergence point: minutes per epoch "
+                "on a 100M+ model on CPU. False measures MA only (then the EL stop threshold must be null)."})
+    ma_region: str = field(default="completion", metadata={
+        "help": "\"completion\" | \"all\" (ICU/KUMPR code: the whole row)"})
+    el_region: str = field(default="completion", metadata={
+        "help": "\"completion\" (ICU's EL) | \"all\" (KUMPR's)"})
+    retain: bool = field(default=True, metadata={
+        "help": "retain perplexity every epoch (when a retain set is given)"})
+    max_retain_samples: int = field(default=256, metadata={
+        "help": "evaluate on the first N retain samples (speed)"})
+    batch_size: int = field(default=32, metadata={"help": "examples per forward pass of the evaluation"})
+    el_batch_size: int = field(default=64, metadata={"help": "continuations decoded together by EL_n"})
 
     def check(self) -> None:
         for name in ("ma_region", "el_region"):
@@ -184,15 +208,20 @@ RULES = ("paper", "reference")
 
 @dataclass
 class RefinementConfig:
-    enabled: bool = False
-    rule: str = "reference"  # "reference" (OR, recomputed every epoch; default, see docs/methods.md) | "paper" (AND, permanent)
-    bertscore_threshold: float = 0.3  # a (ICU V-D)
-    bleu_threshold: float = 0.01  # b (ICU V-D)
-    num_beams: int = 2  # ICU's generation: 2-beam search
-    max_new_tokens: int | None = None  # None: as many as each sample's target has (ICU: 50 of 50)
-    before_training: bool | None = None  # also check before the first epoch; None: as the rule's source does
-    bertscore_model: str | None = None  # local BERTScore backbone; None: all-MiniLM-L6-v2 (metrics default)
-    batch_size: int = 32
+    enabled: bool = field(default=False, metadata={"help": "drop samples from training once forgotten (ICU's IUR)"})
+    rule: str = field(default="reference", metadata={
+        "help": "\"reference\" (OR, recomputed every epoch; default, see docs/methods.md) | \"paper\" (AND, "
+                "permanent)"})
+    bertscore_threshold: float = field(default=0.3, metadata={"help": "a (ICU V-D)"})
+    bleu_threshold: float = field(default=0.01, metadata={"help": "b (ICU V-D)"})
+    num_beams: int = field(default=2, metadata={"help": "ICU's generation: 2-beam search"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "None: as many as each sample's target has (ICU: 50 of 50)"})
+    before_training: bool | None = field(default=None, metadata={
+        "help": "also check before the first epoch; None: as the rule's source does"})
+    bertscore_model: str | None = field(default=None, metadata={
+        "help": "local BERTScore backbone; None: all-MiniLM-L6-v2 (metrics default)"})
+    batch_size: int = field(default=32, metadata={"help": "continuations generated and scored together"})
 
     def check(self) -> None:
         if self.rule not in RULES:

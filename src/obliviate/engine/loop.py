@@ -165,9 +165,8 @@ class Engine:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.keep_checkpoints = keep_checkpoints
         self.req = method_cfg.requirements()
+        method_cfg.check()
         self.region = method_cfg.loss_region
-        if self.region not in ("completion", "all"):
-            raise ObliviateError(f"method_args.loss_region must be 'completion' or 'all', got {self.region!r}")
         self._check_data()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.refiner = Refinement(self.refine_cfg, tokenizer) if self.refine_cfg.enabled else None

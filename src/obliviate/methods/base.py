@@ -18,6 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from obliviate.config import check_fields
+
+LOSS_REGIONS = ("completion", "all")
+
 if TYPE_CHECKING:  # torch is imported lazily so that `obliviate --help` stays instant
     import torch
 
@@ -25,14 +29,18 @@ if TYPE_CHECKING:  # torch is imported lazily so that `obliviate --help` stays i
 
 @dataclass
 class MethodConfig:
-    """Fields every method has.
+    """Fields every method has. Every field carries its help text and, where it has one, its valid
+    range (``metadata``: ``help``, ``min``/``max``/``gt``, ``choices``; ``obliviate methods NAME``
+    lists them, ``check`` enforces them)."""
 
-    ``loss_region``: ``completion`` puts the loss on the completion tokens only (the papers'
-    equations, which sum over t >= t0); ``all`` on every token of the row, prompt included
-    (what the KUMPR and ICU reference code does: the whole 200-token row).
-    """
+    loss_region: str = field(default="completion", metadata={
+        "help": "completion: the loss on the completion tokens only (the papers' equations, t >= t0); all: on every "
+                "token of the row, prompt included (what the KUMPR and ICU reference code does: the whole row)",
+        "choices": LOSS_REGIONS})
 
-    loss_region: str = "completion"
+    def check(self) -> None:
+        """The declared ranges and choices of every field (``method_args.<name>`` in errors)."""
+        check_fields(self, "method_args.")
 
     def requirements(self) -> Requirements:
         return Requirements()

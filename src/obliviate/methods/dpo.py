@@ -14,7 +14,7 @@ NLL) with the TOFU optimiser settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,11 +25,12 @@ from obliviate.methods.losses import dpo_loss, forward_logits, retain_term, sequ
 
 @dataclass
 class IdkDPOConfig(MethodConfig):
-    beta: float = 0.1
-    gamma: float = 1.0  # weight of the DPO term
-    alpha: float = 1.0  # weight of the retain term
-    retain_loss: str = "nll"  # "nll" | "kl"
-    refusals: str | None = None  # file of refusal texts; None = the built-in list
+    beta: float = field(default=0.1, metadata={"help": "inverse temperature of the DPO loss (TOFU: 0.1)", "gt": 0.0})
+    gamma: float = field(default=1.0, metadata={"help": "weight of the DPO term", "min": 0.0})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the retain term", "min": 0.0})
+    retain_loss: str = field(default="nll", metadata={"help": "\"nll\" | \"kl\"", "choices": ("nll", "kl")})
+    refusals: str | None = field(default=None, metadata={
+        "help": "file of refusal texts; None = the built-in list"})
 
     def requirements(self) -> Requirements:
         return Requirements(retain=self.alpha > 0, alternates="refusals", refusals=self.refusals,

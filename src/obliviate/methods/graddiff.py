@@ -9,7 +9,7 @@ Defaults from open-unlearning ``configs/trainer/GradDiff.yaml`` + the TOFU exper
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,9 +19,9 @@ from obliviate.methods.losses import forward_logits, mean_nll, retain_term
 
 @dataclass
 class GradDiffConfig(MethodConfig):
-    gamma: float = 1.0  # weight of the forget (ascent) term
-    alpha: float = 1.0  # weight of the retain term
-    retain_loss: str = "nll"  # "nll" | "kl"
+    gamma: float = field(default=1.0, metadata={"help": "weight of the forget (ascent) term", "min": 0.0})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the retain term", "min": 0.0})
+    retain_loss: str = field(default="nll", metadata={"help": "\"nll\" | \"kl\"", "choices": ("nll", "kl")})
 
     def requirements(self) -> Requirements:
         return Requirements(retain=self.alpha > 0, reference_model=self.alpha > 0 and self.retain_loss == "kl")

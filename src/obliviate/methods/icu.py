@@ -21,7 +21,7 @@ The true KL is logged either way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,10 +33,14 @@ KL_MODES = ("kl", "reference_ce")
 
 @dataclass
 class ICUConfig(MethodConfig):
-    forget_weight: float = 1.0  # weight of KUI's ascent term (reference code: --uw 1.0)
-    alpha: float = 0.5  # weight of the NLL on the analogous sample (paper V-D; code --lw 0.5)
-    beta: float = 1.0  # weight of the KL to the original model on the analogous sample (paper V-D; code --kl 1.0)
-    kl: str = "kl"  # "kl": true masked KL (default) | "reference_ce": the code's unmasked cross-entropy
+    forget_weight: float = field(default=1.0, metadata={
+        "help": "weight of KUI's ascent term (reference code: --uw 1.0)", "min": 0.0})
+    alpha: float = field(default=0.5, metadata={
+        "help": "weight of the NLL on the analogous sample (paper V-D; code --lw 0.5)", "min": 0.0})
+    beta: float = field(default=1.0, metadata={
+        "help": "weight of the KL to the original model on the analogous sample (paper V-D; code --kl 1.0)", "min": 0.0})
+    kl: str = field(default="kl", metadata={
+        "help": "\"kl\": true masked KL (default) | \"reference_ce\": the code's unmasked cross-entropy", "choices": ("kl", "reference_ce")})
 
     def requirements(self) -> Requirements:
         if self.kl not in KL_MODES:

@@ -11,7 +11,7 @@ inputs, i.e. forward KL with the original model as target. TOFU sums over every 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,8 +22,8 @@ from obliviate.methods.losses import forward_logits, mean_nll, retain_term
 
 @dataclass
 class KLConfig(MethodConfig):
-    gamma: float = 1.0  # weight of the forget (ascent) term
-    alpha: float = 1.0  # weight of the KL-on-retain term
+    gamma: float = field(default=1.0, metadata={"help": "weight of the forget (ascent) term", "min": 0.0})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the KL-on-retain term", "min": 0.0})
 
     def requirements(self) -> Requirements:
         return Requirements(retain=self.alpha > 0, reference_model=self.alpha > 0)

@@ -14,7 +14,7 @@ all positions (``kl: reference_ce``); the default is the true masked KL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,11 +24,12 @@ from obliviate.methods.losses import forward_logits, kl_term, mean_nll
 
 @dataclass
 class LLMUConfig(MethodConfig):
-    forget_weight: float = 0.5  # --bad_weight
-    mismatch_weight: float = 1.0  # --random_weight
-    retain_weight: float = 1.0  # --normal_weight
-    mismatch_answers: int = 5  # K random answers per forget prompt
-    kl: str = "kl"  # "kl" | "reference_ce" (the reference code's cross-entropy)
+    forget_weight: float = field(default=0.5, metadata={"help": "--bad_weight", "min": 0.0})
+    mismatch_weight: float = field(default=1.0, metadata={"help": "--random_weight", "min": 0.0})
+    retain_weight: float = field(default=1.0, metadata={"help": "--normal_weight", "min": 0.0})
+    mismatch_answers: int = field(default=5, metadata={"help": "K random answers per forget prompt", "min": 1})
+    kl: str = field(default="kl", metadata={
+        "help": "\"kl\" | \"reference_ce\" (the reference code's cross-entropy)", "choices": ("kl", "reference_ce")})
 
     def requirements(self) -> Requirements:
         return Requirements(retain=True, alternates="retain_completions" if self.mismatch_weight else None,

@@ -13,7 +13,7 @@ Defaults: beta 0.1 (paper and open-unlearning ``NPO.yaml``), gamma 1, alpha 1 wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,10 +24,11 @@ from obliviate.methods.losses import forward_logits, npo_loss, retain_term, sequ
 
 @dataclass
 class NPOConfig(MethodConfig):
-    beta: float = 0.1
-    gamma: float = 1.0  # weight of the NPO term
-    alpha: float = 1.0  # weight of the retain term (0 = plain NPO, no retain set needed)
-    retain_loss: str = "nll"  # "nll" | "kl"
+    beta: float = field(default=0.1, metadata={"help": "inverse temperature of the NPO loss (Zhang et al. 2024: 0.1)", "gt": 0.0})
+    gamma: float = field(default=1.0, metadata={"help": "weight of the NPO term", "min": 0.0})
+    alpha: float = field(default=1.0, metadata={
+        "help": "weight of the retain term (0 = plain NPO, no retain set needed)", "min": 0.0})
+    retain_loss: str = field(default="nll", metadata={"help": "\"nll\" | \"kl\"", "choices": ("nll", "kl")})
 
     def requirements(self) -> Requirements:
         return Requirements(retain=self.alpha > 0, reference_model=self.alpha > 0 and self.retain_loss == "kl",

@@ -9,7 +9,7 @@ original model is needed. Defaults from open-unlearning ``configs/trainer/SimNPO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,11 +20,11 @@ from obliviate.methods.losses import forward_logits, retain_term, sequence_mean_
 
 @dataclass
 class SimNPOConfig(MethodConfig):
-    beta: float = 4.5
-    delta: float = 0.0  # reward margin (the paper's gamma)
-    gamma: float = 0.125  # weight of the SimNPO term
-    alpha: float = 1.0  # weight of the retain term
-    retain_loss: str = "nll"  # "nll" | "kl"
+    beta: float = field(default=4.5, metadata={"help": "inverse temperature of the SimNPO loss (open-unlearning: 4.5)", "gt": 0.0})
+    delta: float = field(default=0.0, metadata={"help": "reward margin (the paper's gamma)"})
+    gamma: float = field(default=0.125, metadata={"help": "weight of the SimNPO term", "min": 0.0})
+    alpha: float = field(default=1.0, metadata={"help": "weight of the retain term", "min": 0.0})
+    retain_loss: str = field(default="nll", metadata={"help": "\"nll\" | \"kl\"", "choices": ("nll", "kl")})
 
     def requirements(self) -> Requirements:
         return Requirements(retain=self.alpha > 0, reference_model=self.alpha > 0 and self.retain_loss == "kl")

@@ -38,15 +38,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ULMRConfig(MethodConfig):
-    alpha: float = 0.5  # θ_u = α·θ_original + (1−α)·θ_SFT; not given in the paper (see docs/ulmr.md)
-    rewrites: int = 2  # §3.1: each instruction rewritten twice
-    include_original: bool = True  # x_r = {x'_1, x'_2, x_i}
-    rewrite_prompt: str = REWRITE_PROMPT
-    negative_prompt: str = NEGATIVE_PROMPT
-    seed: int = 0  # generation seed (rewrites are sampled)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    # True once the forget set *is* D_fr (the recipe's SFT step sets it); SFT on raw forget data would reinforce it.
-    restructured: bool = False
+    alpha: float = field(default=0.5, metadata={
+        "help": "θ_u = α·θ_original + (1−α)·θ_SFT; not given in the paper (see docs/ulmr.md)", "min": 0.0,
+        "max": 1.0})
+    rewrites: int = field(default=2, metadata={"help": "§3.1: each instruction rewritten twice", "min": 0})
+    include_original: bool = field(default=True, metadata={"help": "x_r = {x'_1, x'_2, x_i}"})
+    rewrite_prompt: str = field(default=REWRITE_PROMPT, metadata={"help": "prompt that asks the generator to rewrite an instruction (the paper's)"})
+    negative_prompt: str = field(default=NEGATIVE_PROMPT, metadata={"help": "prompt that asks the generator for a negative response (the paper's)"})
+    seed: int = field(default=0, metadata={"help": "generation seed (rewrites are sampled)"})
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig, metadata={"help": "who writes rewrites and negative responses (template | model | openai)"})
+    restructured: bool = field(default=False, metadata={
+        "help": "True once the forget set *is* D_fr (the recipe's SFT step sets it); SFT on raw forget data "
+                "would reinforce it."})
 
     def requirements(self) -> Requirements:
         if not self.restructured:

@@ -18,13 +18,13 @@ An evaluation folder (``obliviate eval --out DIR``) holds::
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from obliviate.data.io import json_safe
 from obliviate.errors import DataError
 
 EVAL_FILE = "eval.json"
@@ -60,19 +60,6 @@ def directions_of(metrics: Mapping[str, float]) -> dict[str, bool | None]:
     from obliviate.evaluation.registry import direction
 
     return {key: direction(key) for key in metrics}
-
-
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None, tuples -> lists, numpy scalars -> floats, so the files stay standard JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return json_safe(value.item())
-    return value
 
 
 def write_eval(out: str | Path, result: EvalResult, *, model: str, label: str, reference: bool = False,

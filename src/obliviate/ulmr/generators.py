@@ -25,7 +25,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,29 +41,31 @@ class Generation:
     text: str
     generator: str  # e.g. "template", "model:world-micro-target", "openai:gpt-4o-mini@https://..."
     prompt: str  # e.g. "ulmr:prompt_rewrite", "template:paraphrase#3", "refusal:builtin#12"
-    note: str = ""  # e.g. why a fallback was used
+    note: str = field(default="", metadata={"help": "e.g. why a fallback was used"})
 
 
 @dataclass
 class GeneratorConfig:
     """How to build a generator (the ``generator.*`` keys of a ULMR config / CLI options)."""
 
-    kind: str = "template"  # "template" | "model" | "openai"
-    # template: refusal answers, one per line (plain text or JSONL with a "text" field);
-    # None = the built-in list (obliviate/builtin/refusals.jsonl).
-    refusals: str | None = None
-    # model: a model spec to generate with; None = the model being unlearned.
-    # openai: the model name the endpoint serves.
-    model: str | None = None
-    base_url: str | None = None  # openai: e.g. http://localhost:8000/v1
-    api_key_env: str = "OPENAI_API_KEY"  # openai: environment variable holding the key (optional)
-    max_new_tokens: int = 64
-    temperature: float = 0.8  # sampling for the rewrites (they must differ)
-    top_p: float = 0.95
-    sample_negatives: bool = False  # negative responses: greedy (False) or sampled like rewrites
-    batch_size: int = 8  # model: prompts per generate() call
-    concurrency: int = 4  # openai: requests in flight
-    timeout_s: float = 120.0  # openai: per request
+    kind: str = field(default="template", metadata={"help": "\"template\" | \"model\" | \"openai\""})
+    refusals: str | None = field(default=None, metadata={
+        "help": "template: refusal answers, one per line (plain text or JSONL with a \"text\" field); None "
+                "= the built-in list (obliviate/builtin/refusals.jsonl)."})
+    model: str | None = field(default=None, metadata={
+        "help": "model: a model spec to generate with; None = the model being unlearned. openai: the model "
+                "name the endpoint serves."})
+    base_url: str | None = field(default=None, metadata={"help": "openai: e.g. http://localhost:8000/v1"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "openai: environment variable holding the key (optional)"})
+    max_new_tokens: int = field(default=64, metadata={"help": "model / openai: tokens per generation"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling for the rewrites (they must differ)"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling of the rewrites"})
+    sample_negatives: bool = field(default=False, metadata={
+        "help": "negative responses: greedy (False) or sampled like rewrites"})
+    batch_size: int = field(default=8, metadata={"help": "model: prompts per generate() call"})
+    concurrency: int = field(default=4, metadata={"help": "openai: requests in flight"})
+    timeout_s: float = field(default=120.0, metadata={"help": "openai: per request"})
 
 
 class Generator(ABC):

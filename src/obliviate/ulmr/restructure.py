@@ -57,13 +57,14 @@ PARTIAL_META_FILE = "restructured.partial.meta.json"
 
 @dataclass
 class RestructureConfig:
-    rewrites: int = 2  # §3.1: "We rewrite each instruction x_i twice"
-    include_original: bool = True  # x_r = {x_1, x_2, x_i}: the original instruction stays in the set
-    rewrite_prompt: str = REWRITE_PROMPT  # Table 1
-    negative_prompt: str = NEGATIVE_PROMPT  # Table 2
-    seed: int = 0
-    chunk_size: int = 16  # forget items per resumable step
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    rewrites: int = field(default=2, metadata={"help": "§3.1: \"We rewrite each instruction x_i twice\""})
+    include_original: bool = field(default=True, metadata={
+        "help": "x_r = {x_1, x_2, x_i}: the original instruction stays in the set"})
+    rewrite_prompt: str = field(default=REWRITE_PROMPT, metadata={"help": "Table 1"})
+    negative_prompt: str = field(default=NEGATIVE_PROMPT, metadata={"help": "Table 2"})
+    seed: int = field(default=0, metadata={"help": "generation seed (rewrites are sampled)"})
+    chunk_size: int = field(default=16, metadata={"help": "forget items per resumable step"})
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig, metadata={"help": "who writes rewrites and negative responses"})
 
 
 @dataclass

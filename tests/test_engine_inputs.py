@@ -1,0 +1,102 @@
+"""What the engine accepts: short answers with a real BPE tokenizer (EL_n where defined, MA
+everywhere), declared ranges of method arguments, discoverable options, the resolved config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import obliviate
+from obliviate.data.records import QARecord
+from obliviate.errors import ObliviateError
+from obliviate.methods import METHODS, get_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def gpt2_tiny(shared_data):
+    """A random 2-layer GPT-2 with GPT-2's real BPE tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from obliviate.data.pile import load_gpt2_tokenizer
+
+    tok = load_gpt2_tokenizer(shared_data / "gpt2-tokenizer")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                     eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    return GPT2LMHeadModel(cfg).eval(), tok
+
+
+def test_short_answers_get_ma_everywhere_and_el_where_defined(gpt2_tiny, tmp_path):
+    model, tok = gpt2_tiny
+    forget = [QARecord("short-1", "Where was Alice born?", "Lyon."),  # a few tokens + eos: no EL_10
+              QARecord("short-2", "When was Bob born?", "In 1961."),
+              QARecord("long", "What did Carol write?", "Carol wrote a long essay about the rivers of the north, "
+                                                       "their bridges, mills and the towns that grew along them.")]
+    answer_tokens = [len(tok(r.answer)["input_ids"]) + 1 for r in forget]  # + eos
+    assert answer_tokens[0] < 10 and answer_tokens[1] < 10 and answer_tokens[2] > 10
+    res = obliviate.unlearn(model, forget, method="kumpr", tokenizer=tok, out=tmp_path / "run",
+                            overrides=["train.lr=1e-4", "stop.max_epochs=1", "eval.retain=false",
+                                       "report.enabled=false"])
+    before = res.history[0]
+    assert before["el_10_skipped"] == 2 and res.summary["before"]["el_10_skipped"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "per_sample.jsonl").read_text().splitlines()]
+    assert [r["el_10_before"] is None for r in rows] == [True, True, False]
+    assert all(0.0 <= r["ma_before"] <= 1.0 for r in rows)  # MA for every record
+    assert before["el_10"] == rows[2]["el_10_before"]  # the mean is over the records where EL is defined
+    assert before["ma"] == pytest.approx(sum(r["ma_before"] for r in rows) / 3)
+
+
+def test_method_arguments_are_range_checked_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    for override, key in (("method_args.alpha=-1", "method_args.alpha"), ("method_args.kl=nope", "method_args.kl"),
+                          ("method_args.loss_region=prompt", "method_args.loss_region")):
+        with pytest.raises(ObliviateError, match=key):
+            obliviate.unlearn("world-micro-target", "world:micro:forget", method="icu", out=out,
+                              overrides=[override])
+        assert not out.exists()
+    with pytest.raises(ObliviateError, match=r"method_args\.beta must be > 0"):
+        obliviate.unlearn("world-micro-target", "world:micro:forget", method="npo", overrides=["method_args.beta=0"])
+    get_method("icu").config(alpha=0.0).check()  # the bounds themselves are allowed
+
+
+def test_every_method_option_has_help_text():
+    from obliviate.config import describe_fields
+    from obliviate.engine.config import EvalConfig, RefinementConfig, StopConfig, TrainConfig
+
+    for spec in METHODS.values():
+        missing = [key for key, _, help_ in describe_fields(spec.config()) if not help_.strip()]
+        assert not missing, f"{spec.name}: fields without help: {missing}"
+    for cls in (TrainConfig, StopConfig, EvalConfig, RefinementConfig):
+        missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
+        assert not missing, f"{cls.__name__}: fields without help: {missing}"
+
+
+def test_cli_lists_a_methods_options_and_prints_the_resolved_config(monkeypatch, capsys, tmp_path):
+    from obliviate.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.argv", ["obliviate", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("methods", "icu")
+    assert code == 0 and "method_args.alpha=0.5" in out and "[min 0.0]" in out and "train.lr=5e-06" in out
+    code, same, _ = run("unlearn", "--method", "icu", "--list-options")
+    assert code == 0 and same == out
+    code, out, _ = run("unlearn", "--method", "kumpr", "--model", "world-micro-target", "--forget",
+                       "world:micro:forget", "--print-config", "train.lr=3e-4")
+    assert code == 0 and "method: kumpr" in out and "lr: 0.0003" in out and "forget: world:micro:forget" in out
+    assert not any(tmp_path.iterdir())  # nothing run, nothing written
+    code, _, err = run("unlearn", "--method", "icu", "--model", "world-micro-target", "--forget", "world:micro:forget",
+                       "--out", str(tmp_path / "run"), "method_args.alpha=-1")
+    assert code == 2 and err.startswith("error: method_args.alpha must be >= 0") and not (tmp_path / "run").exists()
