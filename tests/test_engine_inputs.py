@@ -100,3 +100,20 @@ def test_cli_lists_a_methods_options_and_prints_the_resolved_config(monkeypatch,
     code, _, err = run("unlearn", "--method", "icu", "--model", "world-micro-target", "--forget", "world:micro:forget",
                        "--out", str(tmp_path / "run"), "method_args.alpha=-1")
     assert code == 2 and err.startswith("error: method_args.alpha must be >= 0") and not (tmp_path / "run").exists()
+
+
+def test_records_longer_than_the_context_are_refused_or_truncated_when_asked(gpt2_tiny, tmp_path):
+    model, tok = gpt2_tiny  # n_positions=128
+    long = QARecord("essay", "Tell me everything.", " ".join(["the rivers of the north and their bridges"] * 30))
+    forget = [QARecord("short", "Where was Alice born?", "She was born in Lyon, France."), long]
+    assert len(tok(long.answer)["input_ids"]) > 128
+    common = ["train.lr=1e-4", "stop.max_epochs=1", "eval.retain=false", "report.enabled=false", "eval.el_n=2"]
+    with pytest.raises(ObliviateError, match=r"record essay: forget record has \d+ tokens, more than the model's "
+                                             r"context of 128; pass train.max_length=128"):
+        obliviate.unlearn(model, forget, method="kumpr", tokenizer=tok, out=tmp_path / "refused", overrides=common)
+    assert not (tmp_path / "refused").exists()  # refused at load time, before the run folder
+    with pytest.raises(ObliviateError, match="exceeds the model's context of 128"):
+        obliviate.unlearn(model, forget, method="kumpr", tokenizer=tok, overrides=[*common, "train.max_length=512"])
+    res = obliviate.unlearn(model, forget, method="kumpr", tokenizer=tok, out=tmp_path / "cut",
+                            overrides=[*common, "train.max_length=64"])
+    assert res.summary["truncated"] == {"max_length": 64, "forget": 1}

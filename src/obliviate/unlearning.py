@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from obliviate import modelcard
+from obliviate.data.encode import Encoded
 from obliviate.engine import Callback, Control, Engine, UnlearnData, mismatch_alternates, refusal_alternates
 from obliviate.engine.config import EvalConfig, StopConfig, TrainConfig
 from obliviate.engine.refinement import RefinementConfig
-from obliviate.errors import ObliviateError
+from obliviate.errors import DataError, ObliviateError
 from obliviate.evaluation.attacks import parse_attacks
 from obliviate.evaluation.attacks import summary as attack_summary
 from obliviate.lineage import LineageConfig, Plan, parent_run, plan_request, record_hash, write_lineage
@@ -233,6 +234,7 @@ class Inputs:
     folder: RunFolder | None  # prepared (checked), begun only once every input is valid
     given: dict[str, Any]  # role -> records / Dataset given in Python (specs live in cfg.data)
     plan: Plan | None  # the forget records this request unlearns, and its lineage (None: a finished run)
+    truncated: dict[str, int] = field(default_factory=dict)  # role -> records cut to train.max_length
 
     @property
     def run_dir(self) -> Path | None:
@@ -407,6 +409,8 @@ def unlearn(model: Any = None, forget: Any = None, *, method: str | None = None,
     exported = engine.export_model(run_dir / "model" if run_dir is not None else None, tokenizer)
     # Every segment of a resumed run counts (up to its last checkpoint), not only the last one.
     summary = run_summary(cfg, engine, exported, plan.records, previous_seconds + time.perf_counter() - started)
+    if inputs.truncated:
+        summary["truncated"] = {"max_length": cfg.train.max_length, **inputs.truncated}
     attacks = _measure_after(inputs, target, engine, exported, tokenizer, data, summary)
     if inputs.folder is not None and engine.acc.is_main_process:
         _finish_folder(inputs.folder, cfg, summary, writers, engine, plan, attacks)
@@ -446,8 +450,12 @@ def build_data(inputs: Inputs, model: Any, tokenizer: Any, resume: bool) -> tupl
     req = cfg.method_args.requirements()
     template = PromptTemplate(mode=cfg.data.template)  # type: ignore[arg-type]
 
-    def encode(records: list) -> list:
-        return encode_records(records, tokenizer, template, max_length=cfg.train.max_length)
+    context = model_context(model)
+
+    def encode(records: list, role: str = "forget") -> list:
+        source = str(getattr(cfg.data, role, None) or cfg.stop.calibrate_on)
+        return fit_context(encode_records(records, tokenizer, template), source, role, cfg.train.max_length, context,
+                           inputs.truncated)
 
     forget = inputs.plan.records  # type: ignore[union-attr]
     retain: list = []
@@ -455,12 +463,12 @@ def build_data(inputs: Inputs, model: Any, tokenizer: Any, resume: bool) -> tupl
         if cfg.data.retain is None:
             raise ObliviateError(f"method {cfg.method!r} needs a retain set (--retain)")
         retain = inputs.records("retain", cfg.data.max_retain)
-    data = UnlearnData(forget=encode(forget), retain=encode(retain) or None)
+    data = UnlearnData(forget=encode(forget), retain=encode(retain, "retain") or None)
     analogous = None
     if req.analogous:
         # Chosen once (main process) and shared, so every process pairs the same samples.
         analogous = on_main(lambda: _analogous(inputs, forget, retain, resume))
-        data.analogous = encode(analogous[0])
+        data.analogous = encode(analogous[0], "analogous")
     if req.alternates == "refusals":
         from obliviate.data.refusals import load_refusals
 
@@ -477,8 +485,45 @@ def build_data(inputs: Inputs, model: Any, tokenizer: Any, resume: bool) -> tupl
     elif req.alternates == "retain_completions":
         data.alternates = mismatch_alternates(data.forget, data.retain or [], req.alternates_per_sample, cfg.train.seed)
     if cfg.stop.calibrate_on:
-        data.heldout = encode(_records(cfg.stop.calibrate_on, "held-out"))
+        data.heldout = encode(_records(cfg.stop.calibrate_on, "held-out"), "held-out")
     return data, analogous
+
+
+def model_context(model: Any) -> int | None:
+    """The longest row the model takes (its position embeddings), when its config says."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_context(examples: list[Encoded], source: str, role: str, max_length: int | None, context: int | None,
+                truncated: dict[str, int]) -> list[Encoded]:
+    """Rows longer than the model's context are refused (naming the record) unless
+    ``train.max_length`` asks to cut completions from the right; cuts are counted in ``truncated``
+    (logged, and in summary.json)."""
+    if max_length is not None and context is not None and max_length > context:
+        raise ObliviateError(f"train.max_length={max_length} exceeds the model's context of {context} tokens")
+    limit = max_length or context
+    if limit is None:
+        return examples
+    out, cut = [], 0
+    for e in examples:
+        if len(e.ids) > limit:
+            if max_length is None:
+                raise DataError(source, f"{role} record has {len(e.ids)} tokens, more than the model's context of "
+                                f"{context}; pass train.max_length={context} to truncate completions", record=e.id)
+            if e.prompt_len >= limit:
+                raise DataError(source, f"{role} record's prompt alone has {e.prompt_len} tokens > "
+                                f"train.max_length {limit}", record=e.id)
+            e, cut = Encoded(e.ids[:limit], e.prompt_len, e.id), cut + 1
+        out.append(e)
+    if cut:
+        truncated[role] = truncated.get(role, 0) + cut
+        log.warning("%d %s record(s) truncated to train.max_length=%d tokens", cut, role, limit)
+    return out
 
 
 def _analogous(inputs: Inputs, forget: list, retain: list, resume: bool) -> tuple[list, dict | None]:
