@@ -1,7 +1,7 @@
 """Tuned vs fixed settings on the synthetic world, judged against exact retraining, in one command.
 
-    python benchmarks/tune_world.py --profile micro --out runs/tune-micro --trials 8
-    python benchmarks/tune_world.py --profile micro --out runs/tune-micro --fixed   # + Table I's fixed-lr rows
+    python benchmarks/tune_world.py --profile micro --out runs/tune-micro --trials 10 --epochs-max 15
+    python benchmarks/tune_world.py --profile micro --out runs/tune-micro ... --fixed --attacks all  # + fixed-lr rows, attacks
 
 Every method is tuned by ``obliviate tune`` under the same budget (``--trials`` trials; lr
 log-uniform in [--lr-min, --lr-max], epoch limit in [1, --epochs-max], the method's weights x/÷ 4)
@@ -15,7 +15,8 @@ Then the chosen model of each method (``<out>/tune-<method>/best``) is evaluated
 against the *exact-retrain* model's, world utility the harmonic mean of the retain / world-facts
 numbers. The goal line says, per method, whether forget quality >= 0.05 with world utility >= 95 %
 of the original model's. ``--fixed`` adds Table I's fixed-learning-rate runs (``table1_world.py``'s
-settings) as rows. Everything resumes: rerun the same command after a kill (finished searches and
+settings) as rows; ``--attacks all`` runs ``obliviate.evaluation.attacks`` on each tuned model
+with attacks_world.py's settings (verdicts against never-seen people). Everything resumes: rerun the same command after a kill (finished searches and
 evaluations are reused, an interrupted search continues its Optuna study).
 
 Outputs in ``--out``: the terminal table, ``tune_world.md``, ``tune_world.csv``, ``report.html`` (the
@@ -71,6 +72,36 @@ def tune_method(method: str, profile: str, out: Path, args) -> Path:
     return folder
 
 
+def attack_table(profile: str, out: Path, models: dict[str, Path], spec: str) -> list[str]:
+    """``evaluation.attacks`` on each model (attacks_world.py's settings), reused from
+    ``<out>/attacks.json``: a Markdown table of verdicts (held / recovered, mean recovery)."""
+    import json
+
+    from attacks_world import cell
+    from obliviate.data.sources import load_data
+    from obliviate.evaluation.attacks import AttackConfig, run_attacks
+    from obliviate.models import load_model
+
+    target, _ = model_names(profile)
+    retain, forget_spec = training_data(profile, out)
+    forget, heldout = load_data(forget_spec), load_data(f"world:{profile}:holdout")
+    original, tok = load_model(target)
+    done = out / "attacks.json"
+    results = json.loads(done.read_text()) if done.is_file() else {}
+    for label, folder in models.items():
+        if label not in results:
+            found = run_attacks(load_model(str(folder / "model"))[0], tok, forget, heldout, spec, original=original,
+                                retain=load_data(retain), config=AttackConfig(relearn_lr=1e-3))
+            results[label] = [r.to_dict() for r in found]
+            done.write_text(json.dumps(results, indent=1))
+    names = [r["attack"] for r in next(iter(results.values()))]
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, res in results.items():
+        by = {r["attack"]: r for r in res}
+        lines.append(f"| {label} | " + " | ".join(cell(by[a]) if a in by else "–" for a in names) + " |")
+    return lines
+
+
 def goal_lines(rows, original_utility: float | None) -> list[str]:
     """Per ranked row: forget quality vs retrain, utility vs the original, and whether the goal is met."""
     lines = []
@@ -115,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     ap.add_argument("--fixed", action="store_true", help="also run Table I's fixed-lr settings (table1_world.py)")
     ap.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N items of each split")
+    ap.add_argument("--attacks", default=None, help="also attack each tuned model (evaluation.attacks spec, e.g. all)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra override for every trial, e.g. --set stop.target.per_sample=true")
     args = ap.parse_args(argv)
@@ -161,6 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     notes = [budget, *(line for m in methods for line in search_lines(m, out / f"tune-{m}")),
              *goal_lines(rows, original)]
     finish(console, out, "tune_world", title, table, rows, notes, timings)
+    if args.attacks:
+        tuned = {label: folder for label, folder in folders if label.endswith("(tuned)")}
+        lines = attack_table(args.profile, out, tuned, args.attacks)
+        text = ("\nRobustness attacks on the tuned models (attacks_world.py's settings; verdict against the never-seen "
+                "people, in brackets the mean recovery over MA and EL_10):\n\n" + "\n".join(lines) + "\n")
+        console.print(text)
+        with open(out / "tune_world.md", "a", encoding="utf-8") as f:
+            f.write(text)
     return 0
 
 
