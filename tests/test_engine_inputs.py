@@ -41,7 +41,8 @@ def test_short_answers_get_ma_everywhere_and_el_where_defined(gpt2_tiny, tmp_pat
     assert answer_tokens[0] < 10 and answer_tokens[1] < 10 and answer_tokens[2] > 10
     res = obliviate.unlearn(model, forget, method="kumpr", tokenizer=tok, out=tmp_path / "run",
                             overrides=["train.lr=1e-4", "stop.max_epochs=1", "eval.retain=false",
-                                       "report.enabled=false"])
+                                       "report.enabled=false", "eval.ma_region=completion",
+                                       "eval.el_region=completion"])  # the answers only
     before = res.history[0]
     assert before["el_10_skipped"] == 2 and res.summary["before"]["el_10_skipped"] == 2
     rows = [json.loads(line) for line in (tmp_path / "run" / "per_sample.jsonl").read_text().splitlines()]
@@ -117,3 +118,23 @@ def test_records_longer_than_the_context_are_refused_or_truncated_when_asked(gpt
     res = obliviate.unlearn(model, forget, method="kumpr", tokenizer=tok, out=tmp_path / "cut",
                             overrides=[*common, "train.max_length=64"])
     assert res.summary["truncated"] == {"max_length": 64, "forget": 1}
+
+
+def test_pile_row_layout_and_the_papers_measurement_regions(shared_data):
+    from obliviate.data.sources import load_data
+    from obliviate.unlearning import build_config
+
+    folder = shared_data / "pile-extraction"
+    benchmark = load_data(f"pile:0@{folder}")
+    row = load_data(f"pile:0:row@{folder}")
+    assert [r.id for r in row] == [r.id for r in benchmark] and len(row) == 128
+    assert len(benchmark[0].prefix_ids) == 50 and len(row[0].prefix_ids) == 150  # the whole 200-token row
+    assert row[0].prefix_ids[-50:] == benchmark[0].prefix_ids and row[0].target_ids == benchmark[0].target_ids
+    assert [r.prefix_ids for r in load_data(f"pile:0:icu@{folder}")] == [r.prefix_ids for r in row]
+    with pytest.raises(ObliviateError, match="unknown row layout 'rows'"):
+        load_data(f"pile:0:rows@{folder}")
+    # ICU's thresholds: MA over the whole row, EL over the suffix; KUMPR's: both over the whole row.
+    icu, kumpr = build_config("icu"), build_config("kumpr")
+    assert (icu.eval.ma_region, icu.eval.el_region) == ("all", "completion")
+    assert (kumpr.eval.ma_region, kumpr.eval.el_region) == ("all", "all")
+    assert build_config("npo").eval.ma_region == "completion"  # other methods keep the engine's default

@@ -7,8 +7,10 @@
 * ``demo:<split>``: the built-in demo sets shipped with the package (``obliviate/builtin/demo``)
 * ``world:<profile>:<split>``: the synthetic world, e.g. ``world:full:forget`` (registered by its
   provider, ``obliviate.world.provider``; see ``obliviate.providers``)
-* ``pile:<set>[@<folder>]``: a pile-extraction forget set (0-4) from the benchmark folder
-  (default ``$OBLIVIATE_PILE_DIR``), e.g. ``pile:0@data/pile-extraction`` (where to get it: docs/benchmarks.md)
+* ``pile:<set>[:row][@<folder>]``: a pile-extraction forget set (0-4) from the benchmark folder
+  (default ``$OBLIVIATE_PILE_DIR``), e.g. ``pile:0@data/pile-extraction`` (where to get it: docs/benchmarks.md);
+  the prompt is the 50-token benchmark prefix, or with ``:row`` (aliases ``:icu``, ``:kumpr``) the
+  150 tokens before the suffix, so a record is the whole 200-token row the papers measure
 
 ``obliviate data list`` prints the built-in names. In Python, ``as_records`` also takes a
 ``datasets.Dataset`` or a list of records. Field names map the same way in every form (``data.io``).
@@ -49,19 +51,29 @@ def _demo(split: str) -> list[Record]:
     return load_records(path)
 
 
+# pile:<set>[:layout]: how much of each 200-token benchmark row is the prompt. "" / "benchmark":
+# the 50-token benchmark prefix; "row" (= "icu" = "kumpr"): pre-prefix + prefix, 150 tokens, so
+# the record is the whole row, as both papers set their thresholds (see docs/methods.md).
+PILE_LAYOUTS = {"": 50, "benchmark": 50, "row": 150, "icu": 150, "kumpr": 150}
+
+
 def _pile(rest: str) -> list[Record]:
     from obliviate.data.pile import PileExtraction
 
     which, _, folder = rest.partition("@")
+    which, _, layout = which.partition(":")
     folder = folder or os.environ.get("OBLIVIATE_PILE_DIR", "")
     if not folder:
         raise ObliviateError("pile:<set>: give the benchmark folder as pile:<set>@<folder> or set $OBLIVIATE_PILE_DIR")
+    if layout not in PILE_LAYOUTS:
+        raise ObliviateError(f"pile:{rest}: unknown row layout {layout!r}; use {' or '.join(filter(None, PILE_LAYOUTS))}")
     key: int | str = int(which) if which.isdigit() else which
-    return PileExtraction.open(folder).forget_records(key)
+    return PileExtraction.open(folder).forget_records(key, context=PILE_LAYOUTS[layout])
 
 
 register_source("demo", _demo, "built-in demo sets (demo:forget, demo:retain, demo:heldout, demo:pool)")
-register_source("pile", _pile, "pile-extraction forget set, pile:<0-4>@<folder>")
+register_source("pile", _pile, "pile-extraction forget set, pile:<0-4>[:row]@<folder> (:row = the whole "
+                "200-token row, the ICU/KUMPR papers' layout)")
 register_source("hf", hf.load_hub_dataset, "Hugging Face hub dataset, hf:<repo>[:<config>[:<split>]] (needs network)")
 
 

@@ -80,9 +80,13 @@ SPEC = MethodSpec(
             "with iterative refinement (Tang et al. 2024)",
     defaults={
         # Paper section V-D; reference code train_neo_meanwhile_update.py (Adam, no weight decay,
-        # no scheduler, eps 1e-8, seed 42, batch 8 for 125M).
+        # no scheduler, eps 1e-8, seed 42, batch 8 for 125M; for 1.3B and 2.7B the paper uses batch 4
+        # and lr 2e-6: train.batch_size=4 train.lr=2e-6).
         "train": {"optimizer": "adam", "lr": 5e-6, "betas": [0.9, 0.98], "eps": 1e-8, "weight_decay": 0.0,
                   "batch_size": 8, "scheduler": "constant", "seed": 42},
+        # What the thresholds were set on (ICU V-D, its code): MA over the whole 200-token row, EL_10
+        # over the suffix's starts with the 150-token context (use pile:N:row).
+        "eval": {"ma_region": "all", "el_region": "completion"},
         # The reference loops until the thresholds are met (19 epochs for 125M exp0); we cap it.
         "stop": {"el_threshold": 0.0499, "ma_threshold": 0.5994, "max_epochs": 30},
         "refinement": {"enabled": True, "bertscore_threshold": 0.3, "bleu_threshold": 0.01, "num_beams": 2},

@@ -4,8 +4,8 @@
     L = gamma * (-NLL(forget)) + alpha * KL(p_original || p_theta)(retain)
 
 TOFU's ``kl`` loss takes ``kl_div(log p_theta, log p_original, log_target=True)`` on retain
-inputs, i.e. forward KL with the original model as target. TOFU sums over every position with
-``batchmean``; we average over the counted (non-padding) positions. Defaults as for GradDiff
+inputs, i.e. forward KL with the original model as target, averaged over every position, prompt
+and padding included; we average over the counted (labelled, non-padding) positions. Defaults as for GradDiff
 (open-unlearning TOFU config: AdamW lr 1e-5, 10 epochs, gamma 1, alpha 1).
 """
 

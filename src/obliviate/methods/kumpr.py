@@ -38,6 +38,9 @@ SPEC = MethodSpec(
     defaults={
         "train": {"optimizer": "adam", "lr": 5e-5, "betas": [0.9, 0.98], "eps": 1e-8, "weight_decay": 0.0,
                   "batch_size": 0, "scheduler": "constant", "seed": 42},
+        "eval": {"ma_region": "all", "el_region": "all"},
+        # What the thresholds were set on (KUMPR's code): MA and EL_10 over the whole 200-token row
+        # (use pile:N:row).
         "stop": {"el_threshold": 0.0499, "ma_threshold": 0.2994, "max_epochs": 20},
         "refinement": {"enabled": False},
     },
