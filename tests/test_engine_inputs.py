@@ -138,3 +138,18 @@ def test_pile_row_layout_and_the_papers_measurement_regions(shared_data):
     assert (icu.eval.ma_region, icu.eval.el_region) == ("all", "completion")
     assert (kumpr.eval.ma_region, kumpr.eval.el_region) == ("all", "all")
     assert build_config("npo").eval.ma_region == "completion"  # other methods keep the engine's default
+
+
+def test_a_resumed_ulmr_run_refuses_options_that_change_its_config(tmp_path):
+    from obliviate.config import config_to_yaml
+    from obliviate.recipes.ulmr import run_ulmr
+    from obliviate.unlearning import build_config
+
+    out = tmp_path / "ulmr"
+    out.mkdir()
+    stored = build_config("ulmr", None, ["data.max_forget=4"])
+    stored.model, stored.data.forget = "world-micro-target", "world:micro:forget"
+    (out / "config.yaml").write_text(config_to_yaml(stored))
+    with pytest.raises(ObliviateError, match=r"a resumed run keeps its config\.yaml"):  # not silently ignored
+        run_ulmr("world-micro-target", "world:micro:forget", out=out, resume=True,
+                 overrides=["data.max_forget=4", "eval.el=false"])
