@@ -12,7 +12,7 @@
   the prompt is the 50-token benchmark prefix, or with ``:row`` (aliases ``:icu``, ``:kumpr``) the
   150 tokens before the suffix, so a record is the whole 200-token row the papers measure
 
-``obliviate data list`` prints the built-in names. In Python, ``as_records`` also takes a
+In Python, ``as_records`` also takes a
 ``datasets.Dataset`` or a list of records. Field names map the same way in every form (``data.io``).
 """
 
