@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -328,8 +329,11 @@ def check_writable(path: str | Path) -> None:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ObliviateError(f"{path}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ObliviateError(f"{path}: not writable ({probe} is read-only for this user)")
+    # Try for real: os.access says yes to root on read-only mounts and pseudo file systems.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".obliviate-probe-", dir=probe))
+    except OSError as e:
+        raise ObliviateError(f"{path}: not writable ({probe}: {e.strerror})") from None
 
 
 def safe_output_file(path: str | Path, *, overwrite: bool = False) -> Path:
