@@ -3,7 +3,9 @@
 tests/fixtures/evaluation_golden.json was recorded with the code before ``obliviate.evaluation``
 existed (audit of QA and text records of the micro world, the ULMR QA evaluation, the TOFU/world
 protocol's split evaluation, audit and the
-pile-extraction protocol on a 2-layer GPT-2). Keys renamed on purpose are listed in RENAMED.
+pile-extraction protocol on a 2-layer GPT-2); its ``muse`` and ``rwku`` sections were recorded with
+those protocols' code before they measured through ``evaluate()``. Keys renamed on purpose are
+listed in RENAMED.
 """
 
 from __future__ import annotations
@@ -100,3 +102,40 @@ def test_tofu_protocol_splits_unchanged():
                                                    batch_size=32, icu_metrics=True, ppl=True)
     _same("tofu_splits", metrics)
     assert "all-MiniLM-L6-v2" in details["bertscore_backbone"] and len(rows) == 18
+
+
+def test_muse_and_rwku_protocols_unchanged(micro):
+    from obliviate.protocols.muse import MuseOptions, run_muse
+    from obliviate.protocols.rwku import RwkuOptions, run_rwku
+
+    model, tok = micro[:2]
+    fixtures = Path(__file__).parent / "fixtures"
+    _same("muse", run_muse(model, tok, MuseOptions(data=str(fixtures / "muse"), verbmem_tokens=48,
+                                                   knowmem_tokens=24)).metrics)
+    _same("rwku", run_rwku(model, tok, RwkuOptions(data=str(fixtures / "rwku"), target="1", rouge="rouge-score",
+                                                   fluency_tokens=32)).metrics)
+
+
+def test_prepared_group_scores_cleaned_generations_against_its_references(micro):
+    from obliviate.data.encode import Encoded
+    from obliviate.errors import ObliviateError
+    from obliviate.evaluation import EvalOptions, Prepared, evaluate
+
+    model, tok = micro[:2]
+    ids = tuple(tok("Ulla Dunewick was born in", add_special_tokens=True)["input_ids"])
+    examples = [Encoded((*ids, 0), len(ids), "0"), Encoded((*ids, 0), len(ids), "1")]
+    seen: list[str] = []
+
+    def clean(text: str) -> str:  # keeps the raw generation, scores a fixed answer
+        seen.append(text)
+        return "Lyon France" if len(seen) == 1 else "Paris"
+
+    ev = evaluate(model, tok, {"g": Prepared(examples, ["Lyon", "Lyon"], clean)}, ["rougeL_f1", "rougeL_recall"],
+                  options=EvalOptions(max_new_tokens=4, stemmer=False))
+    assert len(seen) == 2 and seen[0] == seen[1] and seen[0] != "Lyon France"  # greedy: both rows alike
+    assert ev.generations["g"] == ["Lyon France", "Paris"]
+    assert ev.per_sample["g/rougeL_f1"] == [pytest.approx(2 / 3), 0.0]  # P 1/2, R 1
+    assert ev.per_sample["g/rougeL_recall"] == [1.0, 0.0]
+    with pytest.raises(ObliviateError, match="recall only"):
+        evaluate(model, tok, {"g": Prepared(examples, ["Lyon", "Lyon"])}, ["rougeL_f1"],
+                 options=EvalOptions(max_new_tokens=2, rouge="rouge-score"))

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from obliviate.evaluation.evaluate import EvalOptions, Evaluation, evaluate
+from obliviate.evaluation.evaluate import EvalOptions, Evaluation, Prepared, evaluate
 from obliviate.evaluation.registry import (
            arrow,
            describe,
@@ -16,5 +16,5 @@ from obliviate.evaluation.registry import (
            registered_metrics,
 )
 
-__all__ = ["EvalOptions", "Evaluation", "arrow", "describe", "direction", "evaluate", "key_info", "metric_spec",
+__all__ = ["EvalOptions", "Evaluation", "Prepared", "arrow", "describe", "direction", "evaluate", "key_info", "metric_spec",
            "registered_metrics"]

@@ -6,6 +6,10 @@ the teacher-forced log-probs of the completions (loss, answer probability, perpl
 greedy generations (exact, BLEU, BERTScore, ROUGE-L, entropy) and TOFU's paraphrase/perturbed
 losses (truth ratio). Each metric is then one small function of ``GroupData`` (``COMPUTE``),
 registered with its direction in ``registry.py``. Results come back under ``<group>/<metric>``.
+
+A protocol whose prompts are built its own way (MUSE's in-context questions, RWKU's chat-templated
+probes) passes a group as ``Prepared``: its encoded examples, the references generations are
+scored against and the clean-up of each generation (stop strings); the metrics are the same.
 """
 
 from __future__ import annotations
@@ -40,6 +44,22 @@ class EvalOptions:
     max_new_tokens: int | None = None  # None: the target's length (text), 200 (QA)
     strip_generations: bool = False  # score generations with surrounding whitespace removed (TOFU protocol)
     bert_scorer: Any = None
+    stemmer: bool = True  # ROUGE-L with rouge-score's stemmer (TOFU); MUSE: False
+    # ROUGE-L recall as RWKU scores it: "rouge" (RWKU's package), "auto" (it if installed) or "rouge-score"
+    # (no stemmer); None: rouge-score with ``stemmer``.
+    rouge: str | None = None
+
+
+@dataclass
+class Prepared:
+    """A group its protocol has already encoded (its own prompt format and generation budget)."""
+
+    examples: list[Encoded]
+    references: list[str] | None = None  # what generations are scored against (None: the decoded completions)
+    clean: Callable[[str], str] | None = None  # applied to every generation before scoring (stop strings)
+
+    def __len__(self) -> int:
+        return len(self.examples)
 
 
 @dataclass
@@ -58,8 +78,12 @@ class Evaluation:
 class GroupData:
     """What the metrics of one group share, each computed on first use and kept."""
 
-    def __init__(self, model, tokenizer, records: Sequence[Record], opts: EvalOptions):
-        self.model, self.tokenizer, self.records, self.opts = model, tokenizer, list(records), opts
+    def __init__(self, model, tokenizer, records: Sequence[Record] | Prepared, opts: EvalOptions):
+        self.model, self.tokenizer, self.opts = model, tokenizer, opts
+        self.prepared = records if isinstance(records, Prepared) else None
+        self.records = [] if self.prepared else list(records)  # type: ignore[arg-type]
+        if self.prepared:
+            self.examples = list(self.prepared.examples)
         self.kind = "text" if all(isinstance(r, TextRecord) for r in self.records) else "qa"
         self.region: Region = opts.region if self.kind == "text" else "completion"
         self.details: dict[str, Any] = {}
@@ -84,10 +108,14 @@ class GroupData:
 
     @cached_property
     def texts(self) -> list[str]:
-        return [g.text.strip() if self.opts.strip_generations else g.text for g in self.greedy]
+        texts = [g.text.strip() if self.opts.strip_generations else g.text for g in self.greedy]
+        clean = self.prepared.clean if self.prepared else None
+        return [clean(t) for t in texts] if clean else texts
 
     @cached_property
     def references(self) -> list[str]:
+        if self.prepared and self.prepared.references is not None:
+            return list(self.prepared.references)
         if self.kind == "qa":
             return [r.answer for r in self.records]  # type: ignore[union-attr]
         return [self.tokenizer.decode(e.completion, skip_special_tokens=True) for e in self.examples]
@@ -138,6 +166,16 @@ def _bertscore(d: GroupData) -> MetricResult:
     return scorer.score(d.texts, d.references)
 
 
+def _rouge(d: GroupData, kind: text.RougeKind) -> MetricResult:
+    if d.opts.rouge is None:
+        return text.rouge_l(d.texts, d.references, kind=kind, stemmer=d.opts.stemmer)
+    if kind != "recall":
+        raise ObliviateError(f"rouge={d.opts.rouge!r} gives ROUGE-L recall only, not rougeL_{kind}")
+    res = text.rouge_l_recall_package(d.texts, d.references, implementation=d.opts.rouge)
+    d.details["rouge"] = res.details["implementation"]
+    return res
+
+
 def _exact(d: GroupData) -> MetricResult:
     nb = d.opts.num_beams
     return generation.exact_extraction(d.greedy, d.examples, name="exact" if nb == 1 else f"exact_beam{nb}")
@@ -156,8 +194,8 @@ COMPUTE: dict[str, Callable[[GroupData], MetricResult | None]] = {
     "bleu_icu": lambda d: text.bleu_icu(d.texts, d.references),
     "bleu": lambda d: text.sacrebleu_sentence(d.texts, d.references),
     "bertscore_f1": _bertscore,
-    "rougeL_recall": lambda d: text.rouge_l(d.texts, d.references, kind="recall"),
-    "rougeL_f1": lambda d: text.rouge_l(d.texts, d.references, kind="f1"),
+    "rougeL_recall": lambda d: _rouge(d, "recall"),
+    "rougeL_f1": lambda d: _rouge(d, "f1"),
     "entropy": lambda d: text.token_entropy([g.ids for g in d.greedy]),
 }
 
@@ -188,7 +226,7 @@ KNOWN = {*COMPUTE, "el", "el_<n>", "bertscore", "truth_ratio", "exact_beam"} - {
                                                                                   "truth_ratio_retain"}
 
 
-def evaluate(model, tokenizer, groups: Mapping[str, Sequence[Record]], metrics: Sequence[str] | None = None, *,
+def evaluate(model, tokenizer, groups: Mapping[str, Sequence[Record] | Prepared], metrics: Sequence[str] | None = None, *,
              options: EvalOptions | None = None, skip_generation_without_prompt: bool = False) -> Evaluation:
     """Every metric of ``metrics`` (default: per record type, ``TEXT_DEFAULT`` / ``QA_DEFAULT``) on
     every group. Keys: ``<group>/<metric>``; a metric a group cannot have (EL_n on answers all

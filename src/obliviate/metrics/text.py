@@ -168,6 +168,32 @@ def rouge_l(candidates: Sequence[str], references: Sequence[str], *, kind: Rouge
     return MetricResult(f"rougeL_{kind}", mean(per_sample), per_sample, {"stemmer": stemmer})
 
 
+def rouge_l_recall_package(candidates: Sequence[str], references: Sequence[str], *,
+                           implementation: str = "auto") -> MetricResult:
+    """ROUGE-L recall of the ``rouge`` package (RWKU's scorer: case-sensitive, words split on spaces,
+    summary-level union-LCS). ``implementation``: "rouge" (required), "auto" (falls back to
+    rouge-score without stemmer when the package is not installed), "rouge-score". Name
+    ``"rougeL_recall"``; ``details["implementation"]`` says which one ran."""
+    _check(candidates, references)
+    if implementation not in ("auto", "rouge", "rouge-score"):
+        raise ObliviateError(f"rouge must be auto, rouge or rouge-score, got {implementation!r}")
+    if implementation in ("auto", "rouge"):
+        try:
+            from rouge import Rouge
+        except ImportError:
+            if implementation == "rouge":
+                raise ObliviateError("rouge='rouge' needs the rouge package: pip install rouge") from None
+        else:
+            scores = Rouge(metrics=["rouge-l"]).get_scores(list(candidates), list(references))
+            per_sample = [float(s["rouge-l"]["r"]) for s in scores]
+            return MetricResult("rougeL_recall", mean(per_sample), per_sample,
+                                {"implementation": "rouge (RWKU's package) ROUGE-L recall"})
+    res = rouge_l(candidates, references, kind="recall", stemmer=False)
+    res.details["implementation"] = ("rouge-score ROUGE-L recall, no stemmer (the rouge package is not installed: "
+                                     "numbers differ from RWKU's)")
+    return res
+
+
 # --------------------------------------------------------------------------- entropy
 
 def token_entropy(token_ids: Sequence[Sequence[int]]) -> MetricResult:

@@ -114,10 +114,19 @@ def _context(model, opts: MuseOptions) -> int:
     return opts.max_length or int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
 
 
+def _rouge_f1(model, tokenizer, group: str, prepared, max_new_tokens: int, opts: MuseOptions):
+    """ROUGE-L F1 of greedy generations through the evaluation layer: (result, generations)."""
+    from obliviate.evaluation import EvalOptions, evaluate
+
+    ev = evaluate(model, tokenizer, {group: prepared}, ["rougeL_f1"],
+                  options=EvalOptions(max_new_tokens=max_new_tokens, batch_size=opts.batch_size,
+                                      stemmer=opts.stemmer))
+    return ev.results[f"{group}/rougeL_f1"], ev.generations[group]
+
+
 def verbmem(model, tokenizer, items: list[dict[str, Any]], opts: MuseOptions) -> tuple[float, list[dict]]:
     from obliviate.data.encode import Encoded
-    from obliviate.metrics.generation import generate_completions
-    from obliviate.metrics.text import rouge_l
+    from obliviate.evaluation import Prepared
 
     examples, gts, cut = [], [], 0
     for i, item in enumerate(items):
@@ -127,10 +136,7 @@ def verbmem(model, tokenizer, items: list[dict[str, Any]], opts: MuseOptions) ->
         cut += was_cut
         examples.append(Encoded(tuple(ids) + tuple(gt_ids), len(ids), str(i)))
         gts.append(tokenizer.decode(gt_ids, skip_special_tokens=True))
-    gens = generate_completions(model, tokenizer, examples, max_new_tokens=opts.verbmem_tokens,
-                                batch_size=opts.batch_size)
-    texts = [g.text for g in gens]
-    res = rouge_l(texts, gts, kind="f1", stemmer=opts.stemmer)
+    res, texts = _rouge_f1(model, tokenizer, "verbmem_f", Prepared(examples, gts), opts.verbmem_tokens, opts)
     rows = [{"split": "verbmem_f", "id": str(i), "prompt": _field(it, "prompt", "verbmem", i), "reference": gt,
              "generation": t, "rougeL_f1": v} for i, (it, gt, t, v) in enumerate(zip(items, gts, texts, res.per_sample))]
     return res.value, rows
@@ -139,8 +145,7 @@ def verbmem(model, tokenizer, items: list[dict[str, Any]], opts: MuseOptions) ->
 def knowmem(model, tokenizer, items: list[dict[str, Any]], icl: list[dict[str, Any]], opts: MuseOptions,
             split: str) -> tuple[float, list[dict]]:
     from obliviate.data.encode import Encoded
-    from obliviate.metrics.generation import generate_completions
-    from obliviate.metrics.text import rouge_l
+    from obliviate.evaluation import Prepared
 
     shots = "".join(f"Question: {_field(x, 'question', 'icl', i)}\nAnswer: {_field(x, 'answer', 'icl', i)}\n\n"
                     for i, x in enumerate(icl))
@@ -151,10 +156,7 @@ def knowmem(model, tokenizer, items: list[dict[str, Any]], icl: list[dict[str, A
         examples.append(Encoded((*tuple(ids), 0), len(ids), str(i)))  # placeholder completion: length is knowmem_tokens
         answers.append(a)
         questions.append(q)
-    gens = generate_completions(model, tokenizer, examples, max_new_tokens=opts.knowmem_tokens,
-                                batch_size=opts.batch_size)
-    texts = [_cut(g.text) for g in gens]
-    res = rouge_l(texts, answers, kind="f1", stemmer=opts.stemmer)
+    res, texts = _rouge_f1(model, tokenizer, split, Prepared(examples, answers, _cut), opts.knowmem_tokens, opts)
     rows = [{"split": split, "id": str(i), "prompt": q, "reference": a, "generation": t, "rougeL_f1": v}
             for i, (q, a, t, v) in enumerate(zip(questions, answers, texts, res.per_sample))]
     return res.value, rows

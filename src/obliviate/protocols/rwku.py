@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate.data.encode import Encoded
 from obliviate.errors import DataError, ObliviateError
 from obliviate.protocols.base import EvalResult
 
@@ -143,38 +144,44 @@ def _chat(tokenizer, text: str) -> str:
     return text
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int, *,
-             newline_stop: bool = True) -> list[str]:
-    from obliviate.data.encode import Encoded
+def encode_prompts(tokenizer, prompts: list[str]) -> list[Encoded]:
+    """Prompts as ``Encoded`` with a one-token placeholder completion (the budget is max_new_tokens);
+    no special tokens on top of a chat template."""
+    special = not getattr(tokenizer, "chat_template", None)
+    ids = [tuple(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
+    return [Encoded((*x, 0), len(x), str(k)) for k, x in enumerate(ids)]
+
+
+def first_line(text: str) -> str:
+    """RWKU's answer: up to the first newline, stripped; "NOANSWER" when empty."""
+    return text.split("\n", 1)[0].strip() or "NOANSWER"
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy continuations of whole prompts (fluency: no newline stop)."""
     from obliviate.metrics.generation import generate_completions
 
-    special = not getattr(tokenizer, "chat_template", None)
-    examples = []
-    for k, p in enumerate(prompts):
-        ids = tuple(tokenizer(p, add_special_tokens=special)["input_ids"])
-        examples.append(Encoded((*ids, 0), len(ids), str(k)))  # placeholder completion: length is max_new_tokens
-    texts = [g.text for g in generate_completions(model, tokenizer, examples, max_new_tokens=max_new_tokens,
-                                                  batch_size=batch_size)]
-    if newline_stop:
-        texts = [t.split("\n", 1)[0] for t in texts]
-    return [t.strip() or "NOANSWER" for t in texts] if newline_stop else texts
+    return [g.text for g in generate_completions(model, tokenizer, encode_prompts(tokenizer, prompts),
+                                                 max_new_tokens=max_new_tokens, batch_size=batch_size)]
+
+
+def probe_scores(model, tokenizer, group: str, prompts: list[str], answers: list[str],
+                 opts: RwkuOptions) -> tuple[list[str], list[float], str]:
+    """Greedy answers and their ROUGE-L recall through the evaluation layer: (answers, scores, implementation)."""
+    from obliviate.evaluation import EvalOptions, Prepared, evaluate
+
+    ev = evaluate(model, tokenizer, {group: Prepared(encode_prompts(tokenizer, prompts), answers, first_line)},
+                  ["rougeL_recall"], options=EvalOptions(max_new_tokens=opts.max_new_tokens,
+                                                         batch_size=opts.batch_size, rouge=opts.rouge))
+    return ev.generations[group], ev.per_sample[f"{group}/rougeL_recall"], ev.details[f"{group}/rouge"]
 
 
 def rouge_recall(hyps: list[str], refs: list[str], kind: str = "auto") -> tuple[list[float], str]:
     """Per-item ROUGE-L recall: the ``rouge`` package (RWKU) or rouge-score (fallback)."""
-    if kind in ("auto", "rouge"):
-        try:
-            from rouge import Rouge
-        except ImportError:
-            if kind == "rouge":
-                raise ObliviateError("rouge='rouge' needs the rouge package: pip install rouge") from None
-        else:
-            scores = Rouge(metrics=["rouge-l"]).get_scores(hyps, refs)
-            return [float(s["rouge-l"]["r"]) for s in scores], "rouge (RWKU's package) ROUGE-L recall"
-    from obliviate.metrics.text import rouge_l
+    from obliviate.metrics.text import rouge_l_recall_package
 
-    return rouge_l(hyps, refs, kind="recall", stemmer=False).per_sample, \
-        "rouge-score ROUGE-L recall, no stemmer (the rouge package is not installed: numbers differ from RWKU's)"
+    res = rouge_l_recall_package(hyps, refs, implementation=kind)
+    return res.per_sample, res.details["implementation"]
 
 
 def ngram_entropy(text: str, tokenize) -> float:
@@ -198,13 +205,14 @@ def _word_tokenize():
 
 
 def mean_loss(model, tokenizer, texts: list[str], batch_size: int) -> list[float]:
-    """HF's mean token loss of each text with the tokenizer's special tokens (RWKU's eval_mia)."""
-    from obliviate.data.encode import encode_records
+    """HF's mean token loss of each text with the tokenizer's special tokens (RWKU's eval_mia): the
+    evaluation layer's ``loss`` of texts without prefix (every token after the first is scored)."""
     from obliviate.data.records import TextRecord
-    from obliviate.metrics.likelihood import token_logprobs
+    from obliviate.evaluation import EvalOptions, evaluate
 
-    enc = encode_records([TextRecord(str(i), "", t) for i, t in enumerate(texts)], tokenizer)
-    return [t.mean_nll for t in token_logprobs(model, enc, region="all", batch_size=batch_size, show_progress=False)]
+    ev = evaluate(model, tokenizer, {"mia": [TextRecord(str(i), "", t) for i, t in enumerate(texts)]}, ["loss"],
+                  options=EvalOptions(batch_size=batch_size))
+    return ev.per_sample["mia/loss"]
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -224,9 +232,8 @@ def run_rwku(model, tokenizer, opts: RwkuOptions) -> EvalResult:
                 if not isinstance(it.get(f), str):
                     raise DataError(f"{name}.json", "missing or not a string", record=i, field=f)
         prompts = [probe_prompt(tokenizer, it, opts.use_prompt) for it in items]
-        answers = generate(model, tokenizer, prompts, opts.max_new_tokens, opts.batch_size)
-        scores, impl = rouge_recall(answers, [it["answer"] for it in items], opts.rouge)
-        details["rouge"] = impl
+        answers, scores, details["rouge"] = probe_scores(model, tokenizer, key, prompts,
+                                                         [it["answer"] for it in items], opts)
         levels[key] = metrics[f"{key}/rougeL_recall"] = sum(scores) / len(scores)
         rows += [{"split": key, "id": f"{name}-{i}", "prompt": it["query"], "type": it.get("type"),
                   "reference": it["answer"], "generation": a, "rougeL_recall": s}
@@ -246,7 +253,7 @@ def run_rwku(model, tokenizer, opts: RwkuOptions) -> EvalResult:
     if fluency:
         prompts = [_chat(tokenizer, (UNLEARN_PROMPT.format(it.get("subject", "")) if opts.use_prompt else "")
                          + f"Instruction: {it['instruction']}\n") for it in fluency]
-        outputs = generate(model, tokenizer, prompts, opts.fluency_tokens, opts.batch_size, newline_stop=False)
+        outputs = generate(model, tokenizer, prompts, opts.fluency_tokens, opts.batch_size)
         tokenize = _word_tokenize()
         ent = [ngram_entropy(o, tokenize) for o in outputs]
         metrics["utility_flu/entropy"] = sum(ent) / len(ent)
