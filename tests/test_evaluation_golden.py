@@ -4,7 +4,8 @@ tests/fixtures/evaluation_golden.json was recorded with the code before ``oblivi
 existed (audit of QA and text records of the micro world, the ULMR QA evaluation, the TOFU/world
 protocol's split evaluation, audit and the
 pile-extraction protocol on a 2-layer GPT-2); its ``muse`` and ``rwku`` sections were recorded with
-those protocols' code before they measured through ``evaluate()``. Keys renamed on purpose are
+those protocols' code before they measured through ``evaluate()``, its ``engine_epoch`` section
+with the engine's per-epoch MA / EL_n code before it did. Keys renamed on purpose are
 listed in RENAMED.
 """
 
@@ -139,3 +140,26 @@ def test_prepared_group_scores_cleaned_generations_against_its_references(micro)
     with pytest.raises(ObliviateError, match="recall only"):
         evaluate(model, tok, {"g": Prepared(examples, ["Lyon", "Lyon"])}, ["rougeL_f1"],
                  options=EvalOptions(max_new_tokens=2, rouge="rouge-score"))
+
+
+def test_engine_epoch_ma_el_and_thresholds_unchanged(micro):
+    from obliviate.data.encode import encode_records
+    from obliviate.data.sources import load_data
+    from obliviate.engine.config import EvalConfig, StopConfig
+    from obliviate.engine.evaluation import _forget_metrics, thresholds
+
+    model, tok = micro[:2]
+    examples = encode_records(load_data("world:micro:forget")[:8], tok)
+    new: dict[str, float] = {}
+    for ma_region in ("all", "completion"):
+        for el_region in ("all", "completion"):
+            ev = EvalConfig(ma_region=ma_region, el_region=el_region, el=True, el_n=5)
+            per = _forget_metrics(model, examples, ev, lambda f, xs: f(list(xs)))  # one process
+            for name, values in per.items():
+                measured = [v for v in values if v is not None]
+                new[f"{ma_region}-{el_region}/{name}"] = math.fsum(measured) / len(measured)
+                new[f"{ma_region}-{el_region}/{name}_measured"] = float(len(measured))
+            levels, _ = thresholds(model, examples, ev, StopConfig(calibrate_on="held-out", ma_threshold=0.1,
+                                                                   el_threshold=0.1))
+            new.update({f"{ma_region}-{el_region}/threshold_{k}": v for k, v in levels.items()})
+    _same("engine_epoch", new)

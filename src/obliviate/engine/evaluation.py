@@ -6,6 +6,7 @@
 * with refinement enabled: each forget prompt's continuation scored by BERTScore-F1 and BLEU
   (``Refinement.score``); ``RefinementCallback`` turns the scores into the next active set.
 
+MA and EL_n are the evaluation layer's (``evaluate`` on pre-encoded examples, ``measure_ma_el``).
 Processes share the work (``share`` = ``distributed.gather_in_order``). Thresholds calibrated on
 held-out text (``stop.calibrate_on``) are measured here too, with the same settings.
 """
@@ -23,9 +24,8 @@ from obliviate.engine.data import UnlearnData
 from obliviate.engine.refinement import Refinement
 from obliviate.engine.stopping import mean_over
 from obliviate.errors import ObliviateError
-from obliviate.metrics import memorization_accuracy
+from obliviate.evaluation import EvalOptions, Prepared, evaluate
 from obliviate.metrics.likelihood import TokenLogProbs, perplexity_of, token_logprobs, token_weighted_nll
-from obliviate.metrics.memorization import extraction_likelihood_aligned
 
 Share = Callable[[Callable[[list], list], Sequence], list]
 
@@ -55,14 +55,21 @@ def evaluate_epoch(model, data: UnlearnData, ev: EvalConfig, refiner: Refinement
     return Evaluation(per_sample, means)
 
 
+def measure_ma_el(model, examples: Sequence[Encoded], ev: EvalConfig):
+    """MA (and EL_n with ``eval.el``) of pre-encoded examples through the evaluation layer, each on its
+    own region; keys ``g/ma``, ``g/el_<n>`` (absent when no example is long enough for EL_n)."""
+    names = ["ma", f"el_{ev.el_n}"] if ev.el else ["ma"]
+    opts = EvalOptions(region=ev.ma_region, el_region=ev.el_region, el_n=ev.el_n, batch_size=ev.batch_size,
+                       el_batch_size=ev.el_batch_size)
+    return evaluate(model, None, {"g": Prepared(list(examples))}, names, options=opts)
+
+
 def _forget_metrics(model, forget: list[Encoded], ev: EvalConfig, share: Share) -> dict[str, list[Any]]:
     def measure(examples: list[Encoded]) -> list[tuple[float, float | None]]:
-        ma = memorization_accuracy(model, examples, region=ev.ma_region, batch_size=ev.batch_size).per_sample
-        if not ev.el:
-            return [(v, None) for v in ma]
-        el = extraction_likelihood_aligned(model, examples, n=ev.el_n, region=ev.el_region,
-                                           batch_size=ev.el_batch_size)
-        return list(zip(ma, el.per_sample if el is not None else [None] * len(examples)))
+        if not examples:  # a process with no share of the forget set
+            return []
+        per = measure_ma_el(model, examples, ev).per_sample
+        return list(zip(per["g/ma"], per.get(f"g/el_{ev.el_n}", [None] * len(examples))))
 
     pairs = share(measure, forget)
     out: dict[str, list[Any]] = {"ma": [p[0] for p in pairs]}
@@ -93,14 +100,12 @@ def thresholds(model, heldout: Sequence[Encoded], ev: EvalConfig, stop: StopConf
     if not stop.calibrate_on:
         return {"ma": stop.ma_threshold, el_name: stop.el_threshold}, "configured"
     heldout = list(heldout)
-    ma = memorization_accuracy(model, heldout, region=ev.ma_region, batch_size=ev.batch_size).value
-    el = math.nan
+    measured = measure_ma_el(model, heldout, ev).values
+    ma, el = measured["g/ma"], math.nan
     if ev.el:
-        measured = extraction_likelihood_aligned(model, heldout, n=ev.el_n, region=ev.el_region,
-                                                 batch_size=ev.el_batch_size)
-        if measured is None:
+        if f"g/el_{ev.el_n}" not in measured:
             raise ObliviateError(f"{stop.calibrate_on}: no held-out record is long enough for EL_{ev.el_n}")
-        el = measured.value
+        el = measured[f"g/el_{ev.el_n}"]
     source = f"calibrated: the original model's means on {stop.calibrate_on} ({len(heldout)} records)"
     # The rule compares with a strict <, so store the next float up (a held-out EL of exactly 0
     # is common and would otherwise be a threshold no model can pass).

@@ -37,6 +37,7 @@ GREEDY = {"exact", "exact_beam", "bleu_icu", "bleu", "bertscore_f1", "rougeL_rec
 class EvalOptions:
     template: PromptTemplate = DEFAULT_TEMPLATE
     region: Region = "all"  # MA/EL positions of text records (QA records: always the answer)
+    el_region: Region | None = None  # EL_n positions where they differ from MA's (engine: eval.el_region)
     el_n: int = 10
     batch_size: int = 32
     el_batch_size: int = 64
@@ -135,7 +136,8 @@ class GroupData:
 # --------------------------------------------------------------------------- one function per metric
 
 def _el(d: GroupData, name: str) -> MetricResult | None:
-    return memorization.extraction_likelihood_aligned(d.model, d.examples, n=int(name[3:]), region=d.region,
+    return memorization.extraction_likelihood_aligned(d.model, d.examples, n=int(name[3:]),
+                                                      region=d.opts.el_region or d.region,
                                                       batch_size=d.opts.el_batch_size)
 
 
