@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from obliviate.engine.data import RetainDraw
 from obliviate.engine.distributed import accelerate_configs, deal_batches, weights_sha256
@@ -142,8 +143,9 @@ def test_two_processes_train_on_different_samples_and_save_what_they_report(two_
     examples = encode_records(load_data("world:micro:forget")[:N_FORGET], tok, PromptTemplate(mode="auto"))
     per_sample = [json.loads(line) for line in (out / "per_sample.jsonl").read_text().splitlines()]
     assert [r["id"] for r in per_sample] == [e.id for e in examples]
-    ma = memorization_accuracy(saved, examples, region="completion").per_sample
-    el = extraction_likelihood(saved, examples, n=10, region="completion").per_sample
+    ev = yaml.safe_load((out / "config.yaml").read_text())["eval"]  # ICU: MA over the row, EL over the completion
+    ma = memorization_accuracy(saved, examples, region=ev["ma_region"]).per_sample
+    el = extraction_likelihood(saved, examples, n=10, region=ev["el_region"]).per_sample
     assert [r["ma_after"] for r in per_sample] == pytest.approx(ma, abs=1e-6)
     assert [r["el_10_after"] for r in per_sample] == pytest.approx(el, abs=1e-6)
     assert history[-1]["ma"] == pytest.approx(sum(ma) / len(ma), abs=1e-6)
