@@ -18,7 +18,7 @@ def demo_command(
     """Audit SmolLM2-135M on six licence notices it has memorized, unlearn them with ICU, audit again.
 
     Prints a before/after table and writes the run folder with the unlearned model, per-epoch
-    metrics, per-sample generations and report.html. 5-9 minutes on 2 CPU cores, offline.
+    metrics, per-sample generations and report.html. 3-5 minutes on 2 CPU cores, offline.
     """
     from obliviate.demo import DemoConfig, run_demo
 
