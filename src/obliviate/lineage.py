@@ -111,6 +111,11 @@ def set_hash(hashes: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(set(hashes))).encode()).hexdigest()
 
 
+def records_sha256(records: Sequence[Record]) -> str:
+    """The hash that names a forget set everywhere (lineage, model card, stream caches)."""
+    return set_hash([record_hash(r) for r in records])
+
+
 def is_run_folder(path: str | Path) -> bool:
     """A finished run of ``obliviate unlearn`` (its model can be continued)."""
     path = Path(path)

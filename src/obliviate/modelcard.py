@@ -26,7 +26,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from obliviate.data.records import Record
 from obliviate.evaluation.registry import describe
-from obliviate.lineage import record_hash, set_hash
+from obliviate.lineage import records_sha256
 
 CARD_FILE = "README.md"
 # Built-in model names whose upstream lives on the Hub (the card's base_model must be a Hub id).
@@ -41,8 +41,8 @@ ENGINE_METRICS = {
 
 
 def forget_set_sha256(records: Sequence[Record]) -> str:
-    """Names the forget set without holding its text (``lineage.set_hash`` of the records' content hashes)."""
-    return set_hash([record_hash(r) for r in records])
+    """Names the forget set without holding its text (``lineage.records_sha256``)."""
+    return records_sha256(records)
 
 
 def describe_metric(name: str) -> str:

@@ -47,8 +47,7 @@ from obliviate.lineage import (
     Request,
     is_run_folder,
     read_lineage,
-    record_hash,
-    set_hash,
+    records_sha256,
 )
 from obliviate.metrics import memorization_accuracy
 from obliviate.metrics.memorization import (
@@ -140,7 +139,7 @@ def request_records(request: Request, number: int) -> list[Record]:
                              "the cumulative evaluation re-reads every request's forget set from its data spec")
     records = load_data(request.forget)
     records = records[: request.max_forget] if request.max_forget else records
-    if set_hash([record_hash(r) for r in records]) != request.forget_sha256:
+    if records_sha256(records) != request.forget_sha256:
         raise DataError(request.forget, f"differs from the forget set request {number} ({request.run}) unlearned "
                         "(its hash changed)")
     return records
@@ -150,10 +149,6 @@ def kept_sets(cfg: CumulativeConfig) -> tuple[dict[str, list[Record]], list[Reco
     kept = {name: load_data(spec)[: cfg.max_retain] for name, spec in (("retain", cfg.retain),
                                                                        ("utility", cfg.utility)) if spec}
     return kept, load_data(cfg.heldout) if cfg.heldout else []
-
-
-def _digest(records: Sequence[Record]) -> str:
-    return set_hash([record_hash(r) for r in records])
 
 
 def _settings_key(cfg: CumulativeConfig) -> str:
@@ -170,7 +165,7 @@ def original_values(origin: str, sets: dict[str, list[Record]], kept: dict[str, 
     stored = read_json(cache) if cache is not None and cache.is_file() else {}
     if stored.get("origin") != origin or stored.get("settings") != _settings_key(cfg):
         stored = {"origin": origin, "settings": _settings_key(cfg), "values": {}, "thresholds": None}
-    keys = {name: _digest(records) for name, records in {**sets, **kept}.items()}
+    keys = {name: records_sha256(records) for name, records in {**sets, **kept}.items()}
     missing_sets = {n: r for n, r in sets.items() if keys[n] not in stored["values"]}
     missing_kept = {n: r for n, r in kept.items() if keys[n] not in stored["values"]}
     need_thresholds = bool(heldout) and stored["thresholds"] is None
